@@ -1,0 +1,144 @@
+"""Log entries: the hash-chained leaves of a log, and the records they carry.
+
+An entry is the canonical msgpack map ``{v, seq, prev, ts, env}``:
+
+* ``v`` -- format version, 1.
+* ``seq`` -- its index in the log (so an entry cannot be moved).
+* ``prev`` -- the leaf hash of entry ``seq - 1`` (32 zero bytes for entry 0): the hash chain.
+* ``ts`` -- when the log integrated it, Unix milliseconds (trust decisions use this time).
+* ``env`` -- the DSSE envelope in binary form, exactly as received.
+
+Invariants: every field a verifier relies on is inside the leaf bytes, so changing any of
+them changes the leaf hash (RELIABILITY L5). The record's identity is the hash of its
+PAE (payload type and payload), never of signature bytes (RELIABILITY C2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.attestation import PAYLOAD_TYPE as INTOTO_PAYLOAD_TYPE
+from ledger.attestation import Attestation
+from ledger.encoding import MAX_RECORD_BYTES, decode, encode
+from ledger.envelope import Envelope, pae, sign_envelope
+from ledger.errors import EncodingError, RecordError
+from ledger.keys import KeyId, Signer
+from ledger.merkle import leaf_hash
+from ledger.records import KeyRecord, is_key_record_type, parse_key_record
+
+ENTRY_VERSION = 1
+ZERO_HASH = bytes(32)
+MAX_ENTRY_BYTES = 3 * MAX_RECORD_BYTES
+_INT64_MAX = (1 << 63) - 1
+
+Record = KeyRecord | Attestation
+
+
+def record_id(payload_type: str, payload: bytes) -> bytes:
+    """SHA-256 of the record's PAE: its identity, independent of signature bytes."""
+    return hashlib.sha256(pae(payload_type, payload)).digest()
+
+
+def parse_record(env: Envelope) -> Record:
+    """The record an envelope carries.
+
+    Raises:
+        RecordError: unknown payload type or a bad field.
+    """
+    if is_key_record_type(env.payload_type):
+        return parse_key_record(env.payload_type, env.payload)
+    if env.payload_type == INTOTO_PAYLOAD_TYPE:
+        return Attestation.from_payload(env.payload)
+    raise RecordError("payloadType", f"{env.payload_type!r} is not a record type turtles accepts")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One log entry. ``raw`` is its exact canonical bytes; ``leaf_hash`` their leaf hash."""
+
+    seq: int
+    prev: bytes
+    ts: int
+    envelope: Envelope
+    raw: bytes
+    leaf_hash: bytes
+
+    @classmethod
+    def build(cls, *, seq: int, prev: bytes, ts: int, envelope: Envelope) -> Entry:
+        """Make a new entry (the log's sequencer does this).
+
+        Raises:
+            EncodingError: a field is out of range (the same rules as :meth:`from_bytes`).
+        """
+        _check_fields(seq, prev, ts)
+        raw = encode({"v": ENTRY_VERSION, "seq": seq, "prev": prev, "ts": ts, "env": envelope.to_value()})
+        return cls(seq, prev, ts, envelope, raw, leaf_hash(raw))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Entry:
+        """Parse an entry strictly (canonical msgpack, known version, typed fields).
+
+        Raises:
+            EncodingError, TooLargeError, EnvelopeError: the bytes are not a valid entry.
+        """
+        obj: Any = decode(raw, max_size=MAX_ENTRY_BYTES)
+        if not isinstance(obj, dict) or set(obj) != {"v", "seq", "prev", "ts", "env"}:
+            raise EncodingError("entry: want exactly the fields v, seq, prev, ts, env")
+        # type() rather than ==: True == 1 in Python, and v=true is another byte form.
+        if type(obj["v"]) is not int or obj["v"] != ENTRY_VERSION:
+            raise EncodingError(f"entry.v: unsupported version {obj['v']!r}")
+        seq, prev, ts = obj["seq"], obj["prev"], obj["ts"]
+        _check_fields(seq, prev, ts)
+        env = Envelope.from_value(obj["env"])
+        return cls(seq, prev, ts, env, bytes(raw), leaf_hash(bytes(raw)))
+
+    @property
+    def record_id(self) -> bytes:
+        """Identity of the record this entry carries (see :func:`record_id`)."""
+        return record_id(self.envelope.payload_type, self.envelope.payload)
+
+
+def _check_fields(seq: object, prev: object, ts: object) -> None:
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= _INT64_MAX:
+        raise EncodingError("entry.seq: want a non-negative 64-bit integer")
+    if not isinstance(prev, bytes) or len(prev) != 32:
+        raise EncodingError("entry.prev: want 32 bytes")
+    if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts <= _INT64_MAX:
+        raise EncodingError("entry.ts: want a non-negative 64-bit integer")
+
+
+@dataclass(frozen=True)
+class LoggedRecord:
+    """A verified record together with where and when a log holds it.
+
+    This is what the trust engine and lineage consume: everything needed to explain a link
+    (which log, which index, when integrated, which keys signed).
+    """
+
+    origin: str
+    index: int
+    ts: int
+    leaf_hash: bytes
+    signers: tuple[KeyId, ...]
+    record: Record
+    record_id: bytes
+
+
+def sign_record(record: KeyRecord, signers: Sequence[Signer]) -> Envelope:
+    """Wrap a turtles record in a DSSE envelope signed by every signer."""
+    return sign_envelope(record.payload_type(), record.to_payload(), signers)
+
+
+__all__ = [
+    "ENTRY_VERSION",
+    "ZERO_HASH",
+    "Entry",
+    "LoggedRecord",
+    "Record",
+    "parse_record",
+    "record_id",
+    "sign_record",
+]

@@ -1,0 +1,175 @@
+"""Everything a node holds: one LevelDB, its own log, its mirrors, and the trust state.
+
+Two kinds of trust state, on purpose:
+
+* **Admission** is per log. A log admits a record only if its signers are rooted in
+  records *of that same log* (a root the log declares, or a key delegated from one). This
+  makes admission deterministic: a mirror replaying a peer's log reaches the same decision
+  the peer did, whatever other logs the mirror happens to hold.
+* **Verdicts** use one global :class:`~ledger.trust.TrustGraph` over every log held, so a
+  chain can cross from one organisation's log into another's (a join).
+
+Invariant: a record reaches the global graph only after it is durable in its log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ledger.entry import LoggedRecord, Record
+from ledger.errors import NotFoundError
+from ledger.keys import KeyId, PublicKey, Signer
+from ledger.log import Log
+from ledger.mirror import Mirror
+from ledger.reader import LogReader
+from ledger.store import Database
+from ledger.trust import RootsPolicy, TrustGraph, admit
+
+
+class LogGate:
+    """Admission state of one log (implements :class:`ledger.log.Gatekeeper`).
+
+    Every record added is also forwarded to ``on_add`` (the node's global graph).
+    """
+
+    def __init__(self, roots: RootsPolicy, on_add: Callable[[LoggedRecord], None] | None = None) -> None:
+        self.graph = TrustGraph()
+        self.roots = roots
+        self._on_add = on_add
+
+    def public_key(self, key_id: KeyId) -> PublicKey | None:
+        """A key introduced by this log's records."""
+        return self.graph.public_key(key_id)
+
+    def admit(self, *, record: Record, signers: tuple[KeyId, ...], origin: str, at: int) -> None:
+        """Raise unless this log's own records admit ``signers`` to append ``record``."""
+        admit(self.graph, record=record, signers=signers, origin=origin, at=at, roots_policy=self.roots)
+
+    def add(self, rec: LoggedRecord) -> None:
+        """Take a durable record into this log's state and the global graph."""
+        self.graph.add(rec)
+        if self._on_add is not None:
+            self._on_add(rec)
+
+
+class Holdings:
+    """A node's ledger state. Open with :meth:`open`; close to release the LevelDB lock."""
+
+    def __init__(self, db: Database, graph: TrustGraph) -> None:
+        self.db = db
+        self.graph = graph
+        self.own: Log | None = None
+        self._mirrors: dict[str, Mirror] = {}
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        origin: str | None = None,
+        signer: Signer | None = None,
+        roots: RootsPolicy | None = None,
+        create: bool = False,
+        clock: Callable[[], int] | None = None,
+    ) -> Holdings:
+        """Open the LevelDB at ``path``, replay every log into the trust state, open them.
+
+        Args:
+            path: the LevelDB directory.
+            origin: this node's own log (None for a store of mirrors only).
+            signer: the Ed25519 key that signs the own log's checkpoints.
+            roots: which root records the own log admits.
+            create: create the own log if it does not exist.
+            clock: time source in Unix ms (tests).
+
+        Raises:
+            StoreLockedError: another process holds the store.
+            CorruptionError: a stored log does not replay.
+        """
+        Path(path).mkdir(parents=True, exist_ok=True)
+        db = Database(path)
+        try:
+            self = cls(db, TrustGraph())
+            for name in db.origins():
+                meta = db.log(name).meta() or {}
+                if name != origin and meta.get("kind") == "mirror":
+                    self._open_mirror(name, str(meta["vkey"]))
+            if origin is not None:
+                if signer is None:
+                    raise NotFoundError("opening the own log needs its signing key")
+                self.own = self._open_own(origin, signer, roots or RootsPolicy.any_self_signed(), create, clock)
+        except BaseException:
+            db.close()
+            raise
+        return self
+
+    def _open_own(
+        self, origin: str, signer: Signer, roots: RootsPolicy, create: bool, clock: Callable[[], int] | None
+    ) -> Log:
+        gate = LogGate(roots, self.graph.add)
+        store = self.db.log(origin)
+        _replay(LogReader(store), gate)
+        kw = {"clock": clock} if clock else {}
+        if store.meta() is None:
+            if not create:
+                raise NotFoundError(f"no log {origin!r} in {self.db.path}", hint="run `turtles log init`")
+            return Log.create(self.db, origin, signer=signer, gate=gate, **kw)
+        return Log(store, signer=signer, gate=gate, **kw)  # type: ignore[arg-type]
+
+    def _open_mirror(self, origin: str, vkey: str) -> Mirror:
+        gate = LogGate(RootsPolicy.any_self_signed(), self.graph.add)
+        store = self.db.log(origin)
+        _replay(LogReader(store), gate)
+        mirror = Mirror(store, vkey=vkey, gate=gate)
+        self._mirrors[origin] = mirror
+        return mirror
+
+    def mirror(self, origin: str, vkey: str) -> Mirror:
+        """The mirror of ``origin``, created empty on first use."""
+        if origin in self._mirrors:
+            return self._mirrors[origin]
+        if self.own is not None and origin == self.own.origin:
+            raise NotFoundError(f"{origin} is this node's own log, not a mirror")
+        Mirror.create(self.db.log(origin), vkey=vkey)
+        return self._open_mirror(origin, vkey)
+
+    @property
+    def mirrors(self) -> dict[str, Mirror]:
+        """Mirrors by origin."""
+        return dict(self._mirrors)
+
+    def logs(self) -> Iterator[LogReader]:
+        """The own log first, then every mirror."""
+        if self.own is not None:
+            yield self.own
+        yield from self._mirrors.values()
+
+    def reader(self, origin: str) -> LogReader:
+        """The log (own or mirror) named ``origin``."""
+        for log in self.logs():
+            if log.origin == origin:
+                return log
+        raise NotFoundError(f"this node holds no log {origin!r}")
+
+    def close(self) -> None:
+        """Stop the sequencer and release the store."""
+        if self.own is not None:
+            self.own.close()
+        self.db.close()
+
+    def __enter__(self) -> Holdings:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _replay(reader: LogReader, gate: LogGate) -> None:
+    """Feed a stored log's records into ``gate`` (they were verified when appended)."""
+    for rec in reader.logged_records(0, reader.size):
+        gate.add(rec)
+
+
+__all__ = ["Holdings", "LogGate"]

@@ -1,0 +1,594 @@
+"""A Log: verify -> admit -> chain -> store durably -> sign a checkpoint.
+
+Flow of one append:
+
+1. :meth:`Log.prepare` (any thread; verification releases the GIL so a pool scales):
+   parse the envelope, verify every signature over the exact PAE bytes with keys the
+   gatekeeper knows (or, for ``root``/``rotation`` records, the keys the record carries),
+   parse the record, check the signers the record kind requires.
+2. The single sequencer thread (group commit) takes prepared submissions in order,
+   drops duplicates, asks the gatekeeper to admit each one at the integration time,
+   chains it (``prev``), computes Merkle hashes and index rows, and commits the batch in
+   one synced WriteBatch. A key record (root, delegation, ...) ends its batch, so the
+   trust state it changes is applied only after it is durable, and records after it are
+   admitted against the new state.
+3. After the batch is durable the sequencer signs one checkpoint for the new size,
+   stores it, and only then resolves the callers' futures.
+
+What keeps the sequencer cheap (it is one thread, so its per-entry cost bounds the rate):
+the Merkle hashes of a batch are computed in one pass (``stored_hashes_for_leaves``) from
+the *frontier* -- the hashes of the perfect subtrees of the current tree, kept in memory --
+so a batch reads no hash from the store; duplicates are looked up in the store only when a
+Bloom filter of the record ids held says the id may be there (no false negatives: an id is
+added before its batch is written). :meth:`Log.append_many` verifies in a thread pool.
+
+Invariants: nothing is acknowledged before it is durable and covered by a stored signed
+checkpoint; a failed write changes neither the store nor the in-memory state; entry
+timestamps never go backwards; the log never appends a record it has not verified.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import queue
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ledger import merkle
+from ledger.attestation import Attestation
+from ledger.checkpoint import Checkpoint, note_signer, sign_note, verifier_key
+from ledger.encoding import encode
+from ledger.entry import Entry, LoggedRecord, Record, parse_record, record_id
+from ledger.envelope import Envelope
+from ledger.errors import (
+    CorruptionError,
+    InputError,
+    NotFoundError,
+    OverloadedError,
+    SignatureError,
+    TurtlesError,
+    UnavailableError,
+)
+from ledger.keys import KeyId, PublicKey, Signer
+from ledger.reader import LogReader
+from ledger.records import RootRecord, Rotation, parse_key_record, required_signers
+from ledger.store import Batch, Database, Head, LogStore, index_key, key_index_key, record_key
+
+DEFAULT_MAX_BATCH = 1024
+DEFAULT_MAX_QUEUE = 8192
+_PREPARE_CHUNK = 64  # envelopes per verification task in append_many (amortises the pool's overhead)
+
+
+class Gatekeeper(Protocol):
+    """The trust state a log consults: which keys exist and who may append what.
+
+    ``ledger.trust`` provides the implementation; a log only needs these three calls.
+    """
+
+    def public_key(self, key_id: KeyId) -> PublicKey | None:
+        """The key with this id, if any record held so far introduced it."""
+        ...
+
+    def admit(self, *, record: Record, signers: tuple[KeyId, ...], origin: str, at: int) -> None:
+        """Raise a NotAdmittedError subclass unless ``signers`` may append ``record`` at ``at``."""
+        ...
+
+    def add(self, rec: LoggedRecord) -> None:
+        """Take a durable record into the trust state."""
+        ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A submission whose signatures and record verified (admission still to come)."""
+
+    envelope: Envelope
+    record: Record
+    signers: tuple[KeyId, ...]
+    record_id: bytes
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Where a record landed and the checkpoint that covers it."""
+
+    index: int
+    leaf_hash: bytes
+    checkpoint: str
+    size: int
+    duplicate: bool = False
+
+
+@dataclass
+class _Request:
+    prepared: Prepared | None
+    envelope: Envelope
+    future: Future[AppendResult] = field(default_factory=Future)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Log(LogReader):
+    """One append-only log owned by this node. Use :meth:`create` or :meth:`open`."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        *,
+        signer: Signer,
+        gate: Gatekeeper,
+        clock: Callable[[], int] = _now_ms,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        meta = store.meta()
+        if meta is None:
+            raise NotFoundError(f"no log {store.origin!r} in this store", hint="run `turtles log init`")
+        super().__init__(store)
+        self._signer = signer
+        self._note_signer = note_signer(self.origin, signer)
+        self.vkey = verifier_key(self.origin, signer.public_key.raw)
+        if meta.get("vkey") != self.vkey:
+            raise InputError(
+                f"log {self.origin!r} was created with key {meta.get('vkey')}, not {self.vkey}",
+                hint="open the log with the key it was created with",
+            )
+        self._gate = gate
+        self._clock = clock
+        self._max_batch = max_batch
+        # A SimpleQueue (C, lock-free for the caller) with its bound kept here: Queue's
+        # Python-level conditions cost more per append than the rest of submit.
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._max_queue = max_queue
+        self._queued = 0
+        self._queued_lock = threading.Lock()
+        self._last_ts = self._read_last_ts()
+        plan = merkle.tree_hash_plan(self._head.size)
+        self._frontier: dict[merkle.Coord, bytes] = dict(zip(plan, store.hashes(plan), strict=True))
+        self._record_ids = _RecordIdFilter.of(store.record_ids(), self._head.size)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._checkpoint = self._ensure_checkpoint()
+        self._thread = threading.Thread(target=self._run, name=f"sequencer:{self.origin}", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    @classmethod
+    def create(cls, db: Database, origin: str, *, signer: Signer, gate: Gatekeeper, **kw: object) -> Log:
+        """Create an empty log named ``origin`` whose checkpoints ``signer`` signs (Ed25519)."""
+        store = db.log(origin)
+        if store.meta() is not None:
+            raise InputError(f"log {origin!r} already exists in {db.path}")
+        if signer.public_key.alg != "ed25519":
+            raise InputError("a log key must be Ed25519 (C2SP signed notes)")
+        store.create({"origin": origin, "vkey": verifier_key(origin, signer.public_key.raw), "kind": "own"})
+        return cls(store, signer=signer, gate=gate, **kw)  # type: ignore[arg-type]
+
+    # --- appends ---------------------------------------------------------------------------
+
+    def prepare(self, envelope: Envelope) -> Prepared:
+        """Verify signatures and parse the record (see :func:`verify_envelope`); thread-safe."""
+        return verify_envelope(self._gate, envelope)
+
+    def submit(self, envelope: Envelope, prepared: Prepared | None = None) -> Future[AppendResult]:
+        """Queue an envelope for appending; the future resolves once durable and checkpointed.
+
+        ``prepared`` (from :meth:`prepare`, possibly run in a thread pool) skips re-verification.
+        An envelope whose signer is introduced by a record still in the queue is verified by
+        the sequencer instead.
+
+        Raises:
+            OverloadedError: the queue is full (retry later).
+            UnavailableError: the log is closed.
+        """
+        if self._closed:
+            raise UnavailableError(f"log {self.origin} is closed")
+        req = _Request(prepared, envelope)
+        with self._queued_lock:
+            if self._queued >= self._max_queue:
+                raise OverloadedError(f"log {self.origin}: {self._max_queue} submissions queued", retry_after=1)
+            self._queued += 1
+        self._queue.put(req)
+        return req.future
+
+    def append(self, envelope: Envelope, *, timeout: float | None = 60) -> AppendResult:
+        """Append one envelope and wait until it is durable (see :meth:`submit`)."""
+        prepared = self._try_prepare(envelope)
+        return self.submit(envelope, prepared).result(timeout)
+
+    def append_many(self, envelopes: Sequence[Envelope]) -> list[AppendResult | TurtlesError]:
+        """Append many envelopes in order; each result is an AppendResult or the error it met.
+
+        Signatures are verified in a pool of one thread per CPU while earlier envelopes are
+        already being sequenced; at most ``max_batch`` appends wait in the queue at a time.
+        """
+        pool = self._verify_pool()
+        chunks = [envelopes[i : i + _PREPARE_CHUNK] for i in range(0, len(envelopes), _PREPARE_CHUNK)]
+        ahead = (os.cpu_count() or 2) * 2
+        verifying = deque(pool.submit(self._prepare_chunk, c) for c in chunks[:ahead])
+        waiting: deque[Future[AppendResult]] = deque()
+        futures: list[Future[AppendResult] | TurtlesError] = []
+        for n, chunk in enumerate(chunks):
+            prepared = verifying.popleft().result()
+            if n + ahead < len(chunks):
+                verifying.append(pool.submit(self._prepare_chunk, chunks[n + ahead]))
+            for env, p in zip(chunk, prepared, strict=True):
+                if isinstance(p, TurtlesError):
+                    futures.append(p)
+                    continue
+                while len(waiting) >= self._max_batch:
+                    _wait_quietly(waiting.popleft())
+                try:
+                    fut = self.submit(env, p)
+                except TurtlesError as e:
+                    futures.append(e)
+                    continue
+                futures.append(fut)
+                waiting.append(fut)
+        out: list[AppendResult | TurtlesError] = []
+        for f in futures:
+            if isinstance(f, TurtlesError):
+                out.append(f)
+                continue
+            try:
+                out.append(f.result())
+            except TurtlesError as e:
+                out.append(e)
+        return out
+
+    def _prepare_chunk(self, envelopes: Iterable[Envelope]) -> list[Prepared | None | TurtlesError]:
+        out: list[Prepared | None | TurtlesError] = []
+        for env in envelopes:
+            try:
+                out.append(self._try_prepare(env))
+            except TurtlesError as e:
+                out.append(e)
+        return out
+
+    def _verify_pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix=f"verify:{self.origin}")
+            return self._pool
+
+    def _try_prepare(self, envelope: Envelope) -> Prepared | None:
+        try:
+            return self.prepare(envelope)
+        except SignatureError as e:
+            if "no signature by a known key" in e.message:
+                return None  # maybe introduced by a record still queued: the sequencer retries
+            raise
+
+    def close(self, timeout: float = 30) -> None:
+        """Finish queued appends, stop the sequencer. The Database stays open."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+
+    # --- the sequencer ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            with self._queued_lock:
+                self._queued -= len(batch)
+            self._integrate(batch)
+
+    def _integrate(self, requests: list[_Request]) -> None:
+        pending = list(requests)
+        while pending:
+            pending = self._integrate_some(pending)
+
+    def _integrate_some(self, requests: list[_Request]) -> list[_Request]:
+        """Commit a prefix of ``requests`` ending at the first key record; return the rest."""
+        head = self._head
+        ts = max(self._clock(), self._last_ts)
+        entries: list[tuple[int, bytes]] = []
+        index_keys: list[tuple[bytes, bytes]] = []
+        accepted: list[tuple[_Request, Entry, LoggedRecord]] = []
+        seen: dict[bytes, tuple[int, set[str]]] = {}
+        rest: list[_Request] = []
+        in_batch_dups: list[tuple[_Request, int]] = []
+        prev = head.last
+        for i, req in enumerate(requests):
+            try:
+                prepared = req.prepared or self.prepare(req.envelope)
+                dup = self._duplicate_of(prepared, seen)
+                if dup is not None:
+                    if dup >= head.size:  # a twin in this very batch: answer once it is durable
+                        in_batch_dups.append((req, dup))
+                    else:
+                        req.future.set_result(self._result(dup, duplicate=True))
+                    continue
+                self._gate.admit(record=prepared.record, signers=prepared.signers, origin=self.origin, at=ts)
+            except TurtlesError as e:
+                req.future.set_exception(e)
+                continue
+            seq = head.size + len(accepted)
+            entry = Entry.build(seq=seq, prev=prev, ts=ts, envelope=prepared.envelope)
+            prev = entry.leaf_hash
+            entries.append((seq, entry.raw))
+            index_keys.extend(index_rows(seq, prepared))
+            seen[prepared.record_id] = (seq, set(prepared.signers))
+            logged = LoggedRecord(self.origin, seq, ts, entry.leaf_hash, prepared.signers, prepared.record, prepared.record_id)
+            accepted.append((req, entry, logged))
+            if not isinstance(prepared.record, Attestation):
+                rest = requests[i + 1 :]
+                break
+        if not accepted:
+            return rest
+        size = head.size + len(accepted)
+        hashes = merkle.stored_hashes_for_leaves(head.size, [e.leaf_hash for _, e, _ in accepted], self._frontier_hashes)
+        frontier = self._next_frontier(size, hashes)
+        root = merkle.assemble_tree_hash(size, list(frontier.values()))
+        batch = Batch(entries, hashes, index_keys, Head(size, root, prev))
+        # Before the write: a filter that holds an id the store lacks costs a lookup, never a duplicate.
+        for rid in seen:
+            self._record_ids.add(rid)
+        try:
+            self._store.commit(batch)
+        except TurtlesError as e:
+            for req in [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]:
+                req.future.set_exception(e)
+            return rest
+        self._head = batch.head
+        self._frontier = frontier
+        self._last_ts = ts
+        for _, _, logged in accepted:
+            self._gate.add(logged)
+        try:
+            self._checkpoint = self._sign_and_store(batch.head)
+        except TurtlesError as e:
+            for req in [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]:
+                req.future.set_exception(e)
+            return rest
+        for req, entry, _ in accepted:
+            req.future.set_result(AppendResult(entry.seq, entry.leaf_hash, self._checkpoint, size))
+        for req, index in in_batch_dups:
+            req.future.set_result(self._result(index, duplicate=True))
+        return rest
+
+    def _next_frontier(self, size: int, hashes: Sequence[tuple[int, int, bytes]]) -> dict[merkle.Coord, bytes]:
+        """The frontier of the tree of ``size`` after appending a batch that made ``hashes``.
+
+        Each perfect subtree of the new tree is either one of the old tree's (unchanged) or
+        was completed by the batch, so it is among ``hashes`` -- near their end.
+        """
+        plan = merkle.tree_hash_plan(size)
+        need = {c for c in plan if c not in self._frontier}
+        made: dict[merkle.Coord, bytes] = {}
+        for level, idx, h in reversed(hashes):
+            if len(made) == len(need):
+                break
+            if (level, idx) in need:
+                made[(level, idx)] = h
+        lost = [c for c in need if c not in made]  # never, if the store is sound
+        made.update(zip(lost, self._store.hashes(lost), strict=True))
+        return {c: made[c] if c in made else self._frontier[c] for c in plan}
+
+    def _frontier_hashes(self, coords: Sequence[merkle.Coord]) -> list[bytes]:
+        """Stored hashes of the current tree, from the in-memory frontier when it has them."""
+        missing = [c for c in coords if c not in self._frontier]
+        found = dict(zip(missing, self._store.hashes(missing), strict=True)) if missing else {}
+        return [self._frontier[c] if c in self._frontier else found[c] for c in coords]
+
+    def _duplicate_of(self, prepared: Prepared, seen: dict[bytes, tuple[int, set[str]]]) -> int | None:
+        """Index of an entry already holding this record with (at least) these signers."""
+        rid = prepared.record_id
+        known: list[tuple[int, set[str]]] = []
+        if rid in self._record_ids:
+            known = [(s, set(k)) for s, k in self._store.by_record_id(rid)]
+        if rid in seen:
+            known.append(seen[rid])
+        if not known:
+            return None
+        union = set().union(*(k for _, k in known))
+        if set(prepared.signers) <= union:
+            return known[0][0]
+        return None
+
+    def _result(self, index: int, *, duplicate: bool) -> AppendResult:
+        entry = Entry.from_bytes(self._store.entry(index))
+        return AppendResult(index, entry.leaf_hash, self._checkpoint, self._head.size, duplicate)
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def _sign_and_store(self, head: Head) -> str:
+        note = sign_note(Checkpoint(self.origin, head.size, head.root).to_text(), [self._note_signer])
+        self._store.put_checkpoint(head.size, note)
+        return note
+
+    def _ensure_checkpoint(self) -> str:
+        """The stored checkpoint for the durable head, signing it if a crash lost it."""
+        latest = self._store.latest_checkpoint()
+        if latest is not None and latest[0] == self._head.size:
+            return latest[1]
+        if latest is not None and latest[0] > self._head.size:
+            # A checkpoint was signed over a larger tree than the store holds: the store was
+            # restored from a stale backup. Signing now would fork the log (RELIABILITY S6).
+            raise CorruptionError(
+                f"log {self.origin}: head is at size {self._head.size} but a checkpoint of size "
+                f"{latest[0]} was signed; refusing to sign a fork",
+                hint="restore the store from a copy at least as new, or re-mirror it from a peer",
+                head_size=self._head.size, checkpoint_size=latest[0],
+            )
+        return self._sign_and_store(self._head)
+
+    def _read_last_ts(self) -> int:
+        if self._head.size == 0:
+            return 0
+        return Entry.from_bytes(self._store.entry(self._head.size - 1)).ts
+
+
+def _wait_quietly(fut: Future[AppendResult]) -> None:
+    """Wait for ``fut`` without raising (its outcome is collected later)."""
+    fut.exception()
+
+
+# Doubling a Bloom filter: bit i of a nibble becomes bits 2i and 2i+1 of a byte; the low and
+# high nibbles of each old byte make two new bytes.
+_FOUR_WORDS = struct.Struct(">4Q")  # the Bloom filter's four probes: the words of a SHA-256
+_SPREAD = tuple(sum(3 << (2 * i) for i in range(4) if n >> i & 1) for n in range(16))
+_SPREAD_LOW = bytes(_SPREAD[b & 15] for b in range(256))
+_SPREAD_HIGH = bytes(_SPREAD[b >> 4] for b in range(256))
+
+
+class _RecordIdFilter:
+    """A Bloom filter of record ids: ``rid in f`` is False only if ``rid`` was never added.
+
+    Record ids are SHA-256 outputs, so their bytes serve as the filter's hashes: the four
+    probes are the top ``bits`` bits of the id's four 64-bit words. The filter grows by
+    doubling until :attr:`MAX_BITS` (bounded memory: 32 MiB), keeping about 10 to 20 bits
+    per id (false-positive rate under 1.2%); past that the rate rises but never a false
+    negative. Doubling splits every set bit ``p`` into bits ``2p`` and ``2p + 1`` -- the
+    two positions ``p`` can become with one more bit of the id -- so nothing is re-read.
+    """
+
+    MIN_BITS_LOG2 = 20
+    MAX_BITS_LOG2 = 28
+
+    def __init__(self, bits_log2: int) -> None:
+        self._log2 = bits_log2
+        self._bits = bytearray(1 << (bits_log2 - 3))
+        self._count = 0
+
+    @classmethod
+    def of(cls, ids: Iterable[bytes], count_hint: int) -> _RecordIdFilter:
+        """A filter holding ``ids``, sized for about ``count_hint`` of them."""
+        log2 = max(cls.MIN_BITS_LOG2, min(cls.MAX_BITS_LOG2, (16 * max(count_hint, 1)).bit_length()))
+        f = cls(log2)
+        for rid in ids:
+            f.add(rid)
+        return f
+
+    def _positions(self, rid: bytes) -> list[int]:
+        shift = 64 - self._log2
+        return [w >> shift for w in _FOUR_WORDS.unpack_from(rid)]
+
+    def add(self, rid: bytes) -> None:
+        """Remember ``rid``."""
+        bits = self._bits
+        for p in self._positions(rid):
+            bits[p >> 3] |= 1 << (p & 7)
+        self._count += 1
+        if self._count * 10 > (1 << self._log2) and self._log2 < self.MAX_BITS_LOG2:
+            self._double()
+
+    def __contains__(self, rid: object) -> bool:
+        if not isinstance(rid, bytes):
+            return False
+        bits = self._bits
+        return all(bits[p >> 3] >> (p & 7) & 1 for p in self._positions(rid))
+
+    def _double(self) -> None:
+        old = bytes(self._bits)
+        new = bytearray(2 * len(old))
+        new[0::2] = old.translate(_SPREAD_LOW)
+        new[1::2] = old.translate(_SPREAD_HIGH)
+        self._bits = new
+        self._log2 += 1
+
+
+def verify_envelope(gate: Gatekeeper, envelope: Envelope) -> Prepared:
+    """Verify an envelope's signatures and parse its record; safe to call from many threads.
+
+    Keys come from ``gate``; a ``root`` or ``rotation`` record also carries the key that
+    signs it. This is the one verification every append, mirror and audit goes through.
+
+    Raises:
+        SignatureError: no signature by a known key, or a known key's signature is bad,
+            or a signer the record kind requires did not sign.
+        RecordError, EncodingError: the payload is not a valid record.
+    """
+    keys: dict[KeyId, PublicKey] = {}
+    for kid in envelope.key_ids:
+        key = gate.public_key(KeyId(kid))
+        if key is not None:
+            keys[key.key_id] = key
+    embedded: Record | None = None
+    if envelope.payload_type in (RootRecord.payload_type(), Rotation.payload_type()):
+        # These records carry the key that signs them; the strict decoder is safe on
+        # hostile bytes, so parsing before verifying is bounded here.
+        embedded = parse_key_record(envelope.payload_type, envelope.payload)
+        new_key = embedded.key if isinstance(embedded, RootRecord) else embedded.new  # type: ignore[union-attr]
+        keys[new_key.key_id] = new_key
+    signers = envelope.verify(keys)
+    record = embedded if embedded is not None else parse_record(envelope)
+    if not isinstance(record, Attestation):
+        missing = [k for k in required_signers(record) if k not in signers]
+        if missing:
+            raise SignatureError(
+                f"{record.kind} record must be signed by {', '.join(missing)}", missing=missing
+            )
+    return Prepared(envelope, record, signers, record_id(envelope.payload_type, envelope.payload))
+
+
+def logged_from_entry(gate: Gatekeeper, origin: str, entry: Entry) -> LoggedRecord:
+    """Re-verify a stored or received entry and admit it at its own integration time.
+
+    Raises:
+        SignatureError, NotAdmittedError (and subclasses), RecordError: the entry's record
+            would not have been appended by an honest log holding the same earlier records.
+    """
+    prepared = verify_envelope(gate, entry.envelope)
+    gate.admit(record=prepared.record, signers=prepared.signers, origin=origin, at=entry.ts)
+    return LoggedRecord(origin, entry.seq, entry.ts, entry.leaf_hash, prepared.signers,
+                        prepared.record, prepared.record_id)
+
+
+def index_rows(seq: int, prepared: Prepared) -> list[tuple[bytes, bytes]]:
+    """The index rows (record id, artefact digests, key ids) stored with entry ``seq``."""
+    rows = [(record_key(prepared.record_id, seq), _encode_signers(prepared.signers))]
+    rec = prepared.record
+    keys: set[str] = set(prepared.signers)
+    if isinstance(rec, Attestation):
+        rows += [(index_key(b"a", bytes.fromhex(s.sha256), seq), b"") for s in rec.subjects]
+    elif isinstance(rec, RootRecord):
+        keys.add(rec.key.key_id)
+    elif isinstance(rec, Rotation):
+        keys.update((rec.old, rec.new.key_id))
+    else:
+        for attr in ("subject", "target", "root", "issuer", "endorser"):
+            value = getattr(rec, attr, None)
+            if isinstance(value, PublicKey):
+                keys.add(value.key_id)
+            elif isinstance(value, str):
+                keys.add(value)
+    rows += [(key_index_key(k, seq), b"") for k in sorted(keys)]
+    return rows
+
+
+@functools.lru_cache(maxsize=1024)
+def _encode_signers(signers: tuple[str, ...]) -> bytes:
+    # Few distinct signer sets sign most records: encode each once.
+    return encode(list(signers))
+
+
+__all__ = ["AppendResult", "Gatekeeper", "Log", "Prepared", "index_rows", "logged_from_entry", "verify_envelope"]

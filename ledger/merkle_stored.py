@@ -1,0 +1,270 @@
+"""The stored-hash Merkle API (sumdb/tlog style): plan, read once, assemble.
+
+Re-exported by :mod:`ledger.merkle`, which holds the list-based API and the verifiers.
+
+Invariants:
+
+* A *stored hash* at coordinate ``(level, index)`` is the hash of the complete subtree over
+  leaves ``[index * 2**level, (index + 1) * 2**level)``. A log stores only these; every root
+  and every proof is a fold of O(log n) of them.
+* Proof production is cut into *plan* (which coordinates), *read* (one batch call to the
+  caller's reader) and *assemble* (fold into proof elements), so the same proof can come
+  from LevelDB, from tiles over HTTP or from a bundle.
+* Every function makes at most one call to its reader, and checks what the reader returns:
+  the wrong number or size of hashes is a :class:`ledger.errors.CorruptionError`.
+* A proof built here equals the one the list-based API builds from the same leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ledger.errors import CorruptionError, InputError
+from ledger.merkle_core import (
+    _NODE_PREFIX,
+    EMPTY_ROOT,
+    HASH_SIZE,
+    _check_index,
+    _check_leaf_hashes,
+    _check_sizes,
+    _consistency_ranges,
+    _inclusion_ranges,
+    _sha256,
+    node_hash,
+)
+
+Coord = tuple[int, int]
+"""A stored-hash coordinate ``(level, index)``."""
+
+HashReader = Callable[[Sequence[Coord]], Sequence[bytes]]
+"""Reads the stored hashes at the given coordinates, in order, in one batch."""
+
+
+def stored_hashes_for_leaf(
+    index: int, leaf_hash: bytes, read: HashReader
+) -> list[tuple[int, int, bytes]]:
+    """The stored hashes that appending leaf ``index`` creates.
+
+    Requires leaves ``0 .. index-1`` to be stored already. Reads the left siblings of the
+    subtrees the new leaf completes in one call to ``read`` (none if it completes none).
+
+    Returns:
+        ``(level, index, hash)`` triples, level 0 (the leaf itself) first.
+
+    Raises:
+        InputError: ``index`` is negative or ``leaf_hash`` is not 32 bytes.
+        CorruptionError: ``read`` returned the wrong number or size of hashes.
+    """
+    if index < 0:
+        raise InputError(f"leaf index {index} is negative", index=index)
+    _check_input_hash(leaf_hash, "leaf hash")
+    completes = (index ^ (index + 1)).bit_length() - 1  # trailing one bits of index
+    plan = [(level, (index >> level) - 1) for level in range(completes)]
+    siblings = _read(read, plan)
+    out = [(0, index, leaf_hash)]
+    h = leaf_hash
+    for level, left in enumerate(siblings, start=1):
+        h = node_hash(left, h)
+        out.append((level, index >> level, h))
+    return out
+
+
+def stored_hashes_for_leaves(
+    start: int, leaf_hashes: Sequence[bytes], read: HashReader
+) -> list[tuple[int, int, bytes]]:
+    """The stored hashes that appending ``leaf_hashes`` at ``start, start+1, ...`` creates.
+
+    The batch form of :func:`stored_hashes_for_leaf` for group commit: it reads only the
+    hashes of the tree of size ``start`` that the batch needs (at most one per set bit of
+    ``start``), in one call, and computes everything else in memory.
+
+    Raises:
+        InputError: ``start`` is negative or a leaf hash is not 32 bytes.
+        CorruptionError: ``read`` returned the wrong number or size of hashes.
+    """
+    if start < 0:
+        raise InputError(f"start index {start} is negative", start=start)
+    _check_leaf_hashes(leaf_hashes, len(leaf_hashes))
+    if not leaf_hashes:
+        return []
+    plan = tree_hash_plan(start)
+    # The perfect subtrees of the tree of size `start`, largest first: the left siblings
+    # every subtree completed by this batch can need.
+    stack = [(level, h) for (level, _), h in zip(plan, _read(read, plan), strict=True)]
+    out: list[tuple[int, int, bytes]] = []
+    append, sha256, prefix = out.append, _sha256, _NODE_PREFIX  # hot loop: ~2 hashes per leaf
+    for index, h in enumerate(leaf_hashes, start):
+        append((0, index, h))
+        level = 0
+        while stack and stack[-1][0] == level:
+            h = sha256(prefix + stack.pop()[1] + h).digest()
+            level += 1
+            append((level, index >> level, h))
+        stack.append((level, h))
+    return out
+
+
+def tree_hash_plan(size: int) -> list[Coord]:
+    """Coordinates whose stored hashes fold into the root of the tree of ``size`` leaves.
+
+    They are the perfect subtrees left to right, largest first; empty for size 0.
+    """
+    _check_size(size, "size")
+    return _range_coords(0, size)
+
+
+def assemble_tree_hash(size: int, hashes: Sequence[bytes]) -> bytes:
+    """Fold the hashes read for :func:`tree_hash_plan` ``(size)`` into the root."""
+    if size == 0:
+        return EMPTY_ROOT
+    return _assemble([(0, size)], hashes)[0]
+
+
+def tree_hash(size: int, read: HashReader) -> bytes:
+    """The root of the tree of ``size`` leaves, from stored hashes (one batch read).
+
+    Raises:
+        InputError: ``size`` is negative.
+        CorruptionError: ``read`` returned the wrong number or size of hashes.
+    """
+    plan = tree_hash_plan(size)
+    return assemble_tree_hash(size, _read(read, plan))
+
+
+def inclusion_plan(index: int, size: int) -> list[Coord]:
+    """Coordinates of the stored hashes an inclusion proof needs. Requires ``0 <= index < size``."""
+    _check_index(index, size)
+    return _plan(_inclusion_ranges(index, size))
+
+
+def assemble_inclusion(index: int, size: int, hashes: Sequence[bytes]) -> list[bytes]:
+    """Fold the hashes read for :func:`inclusion_plan` into the proof elements."""
+    _check_index(index, size)
+    return _assemble(_inclusion_ranges(index, size), hashes)
+
+
+def prove_inclusion(index: int, size: int, read: HashReader) -> list[bytes]:
+    """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves, from stored hashes.
+
+    Requires ``0 <= index < size`` and the first ``size`` leaves stored. Makes one call to
+    ``read`` for O(log size) hashes; the result equals :func:`inclusion_proof`'s.
+
+    Raises:
+        InputError: the preconditions do not hold.
+        CorruptionError: ``read`` returned the wrong number or size of hashes.
+    """
+    return assemble_inclusion(index, size, _read(read, inclusion_plan(index, size)))
+
+
+def consistency_plan(size1: int, size2: int) -> list[Coord]:
+    """Coordinates of the stored hashes a consistency proof needs. Requires ``0 <= size1 <= size2``."""
+    _check_sizes(size1, size2)
+    return _plan(_consistency_ranges(size1, size2))
+
+
+def assemble_consistency(size1: int, size2: int, hashes: Sequence[bytes]) -> list[bytes]:
+    """Fold the hashes read for :func:`consistency_plan` into the proof elements."""
+    _check_sizes(size1, size2)
+    return _assemble(_consistency_ranges(size1, size2), hashes)
+
+
+def prove_consistency(size1: int, size2: int, read: HashReader) -> list[bytes]:
+    """The consistency proof from ``size1`` to ``size2``, from stored hashes.
+
+    Requires ``0 <= size1 <= size2`` and the first ``size2`` leaves stored. Makes at most
+    one call to ``read``; the result equals :func:`consistency_proof`'s.
+
+    Raises:
+        InputError: the preconditions do not hold.
+        CorruptionError: ``read`` returned the wrong number or size of hashes.
+    """
+    return assemble_consistency(size1, size2, _read(read, consistency_plan(size1, size2)))
+
+
+# --- internals -----------------------------------------------------------------------------
+
+
+def _range_coords(lo: int, hi: int) -> list[Coord]:
+    """Perfect subtrees covering leaves [lo, hi), largest first.
+
+    Requires ``lo`` to be a multiple of the largest power of two <= ``hi - lo`` (true of
+    every range the planners produce), so each piece is aligned.
+    """
+    coords = []
+    while lo < hi:
+        level = (hi - lo).bit_length() - 1
+        coords.append((level, lo >> level))
+        lo += 1 << level
+    return coords
+
+
+def _plan(ranges: Sequence[tuple[int, int]]) -> list[Coord]:
+    return [c for lo, hi in ranges for c in _range_coords(lo, hi)]
+
+
+def _assemble(ranges: Sequence[tuple[int, int]], hashes: Sequence[bytes]) -> list[bytes]:
+    out = []
+    pos = 0
+    for lo, hi in ranges:
+        count = len(_range_coords(lo, hi))
+        group = hashes[pos : pos + count]
+        if len(group) != count:
+            raise InputError(
+                f"{len(hashes)} stored hashes are too few for the plan",
+                hashes=len(hashes),
+            )
+        pos += count
+        h = group[-1]
+        for left in reversed(group[:-1]):
+            h = node_hash(left, h)
+        out.append(h)
+    if pos != len(hashes):
+        raise InputError(
+            f"{len(hashes)} stored hashes given, the plan needs {pos}", hashes=len(hashes)
+        )
+    return out
+
+
+def _read(read: HashReader, plan: list[Coord]) -> list[bytes]:
+    if not plan:
+        return []
+    hashes = list(read(plan))
+    if len(hashes) != len(plan):
+        raise CorruptionError(
+            f"stored-hash reader returned {len(hashes)} hashes for {len(plan)} coordinates",
+            coords=plan,
+        )
+    for coord, h in zip(plan, hashes, strict=True):
+        if len(h) != HASH_SIZE:
+            raise CorruptionError(
+                f"stored hash at (level, index) {coord} is {len(h)} bytes, want {HASH_SIZE}",
+                coord=coord,
+            )
+    return hashes
+
+
+def _check_size(size: int, what: str) -> None:
+    if size < 0:
+        raise InputError(f"{what} {size} is negative", size=size)
+
+
+def _check_input_hash(h: bytes, what: str) -> None:
+    if len(h) != HASH_SIZE:
+        raise InputError(f"{what} is {len(h)} bytes, want {HASH_SIZE}")
+
+
+__all__ = [
+    "Coord",
+    "HashReader",
+    "assemble_consistency",
+    "assemble_inclusion",
+    "assemble_tree_hash",
+    "consistency_plan",
+    "inclusion_plan",
+    "prove_consistency",
+    "prove_inclusion",
+    "stored_hashes_for_leaf",
+    "stored_hashes_for_leaves",
+    "tree_hash",
+    "tree_hash_plan",
+]

@@ -1,0 +1,316 @@
+"""A verified copy of a peer's log, applied page by page under its signed checkpoints.
+
+:meth:`Mirror.apply` takes a signed checkpoint ``note`` of the peer's log, the next page of
+raw entries (the leaves at ``[tip, tip + len(entries))``) and a consistency proof from
+``tip + len(entries)`` to the checkpoint's size. It checks, before writing anything:
+
+1. the note verifies under the log's vkey and names this log;
+2. each entry parses, has the right ``seq``, chains to the previous leaf (``prev``) and
+   does not go back in time;
+3. the Merkle root over every stored entry plus the page is a prefix of the checkpoint's
+   tree (the proof; when the page ends at the checkpoint's size, the roots are equal);
+4. each record re-verifies (signatures, and admission against this log's own records at
+   the entry's timestamp: :func:`ledger.log.logged_from_entry`, the same rules the
+   origin's sequencer applied).
+
+Then it commits the entries, their stored hashes, index rows and the new head in one
+synced batch and feeds the records to the gate. Like the sequencer, a key record ends a
+commit: a call applies the page up to and including its first key record and returns how
+many entries it took; call again with the rest (the same proof still holds).
+
+Invariants:
+* Every call is atomic: a failure leaves the store and the gate exactly as they were and
+  raises with evidence (:class:`~ledger.errors.ConsistencyError`, ``exhibit`` an
+  :class:`~ledger.witness.Evidence`, ``index`` where the data diverged).
+* Everything stored is verified and is a proven prefix of a checkpoint the log signed,
+  consistent with every checkpoint stored before. A checkpoint note is stored once the
+  entries reach its size (so stored notes never exceed the stored entries).
+* Reads (:class:`~ledger.reader.LogReader`) stop at the size of the latest stored
+  checkpoint, so every entry or proof served is covered by a signed note; :attr:`tip` is
+  the stored size, which is ahead while a catch-up is under way. The state is all in the
+  store: after an interruption the mirror resumes from :attr:`tip`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from ledger import merkle
+from ledger.checkpoint import Checkpoint, open_note, parse_verifier_key
+from ledger.entry import Entry, LoggedRecord
+from ledger.errors import (
+    ConsistencyError,
+    InputError,
+    NoteError,
+    NotFoundError,
+    ProofError,
+    TurtlesError,
+)
+from ledger.log import Gatekeeper, Prepared, index_rows, logged_from_entry
+from ledger.reader import LogReader
+from ledger.records import is_key_record_type
+from ledger.store import Batch, Head, LogStore
+from ledger.witness import Evidence, SplitView, fork_split, proof_evidence, same_size_evidence
+
+KIND = "mirror"
+
+
+class Mirror(LogReader):
+    """The mirror of one peer log. Make one with :meth:`create`, then open it."""
+
+    def __init__(self, store: LogStore, *, vkey: str, gate: Gatekeeper) -> None:
+        meta = store.meta()
+        if meta is None:
+            raise NotFoundError(f"no mirror of {store.origin!r} in this store")
+        if meta.get("kind") != KIND or meta.get("vkey") != vkey:
+            raise InputError(
+                f"log {store.origin!r} is stored as {meta.get('kind')} with key {meta.get('vkey')}, "
+                f"not as a mirror with key {vkey}"
+            )
+        super().__init__(store)
+        self.vkey = vkey
+        self._gate = gate
+        self._lock = threading.Lock()
+        self._tip = self._head
+        self._last_ts = 0 if self._tip.size == 0 else Entry.from_bytes(store.entry(self._tip.size - 1)).ts
+        self._target: str | None = None
+        self._checkpoint: str | None = None
+        self._head = Head(0, merkle.EMPTY_ROOT, bytes(32))
+        latest = store.latest_checkpoint()  # never above the tip: notes are stored once reached
+        if latest is not None:
+            self._cover(*latest)
+
+    @classmethod
+    def create(cls, store: LogStore, *, vkey: str) -> None:
+        """Write the meta of a new, empty mirror of ``store.origin`` signed by ``vkey``."""
+        if store.meta() is not None:
+            raise InputError(f"log {store.origin!r} already exists in this store")
+        parse_verifier_key(vkey)
+        store.create({"origin": store.origin, "vkey": vkey, "kind": KIND})
+
+    # --- state -------------------------------------------------------------------------------
+
+    def checkpoint(self) -> str | None:  # type: ignore[override]
+        """The latest verified checkpoint note whose entries are all held (None when empty)."""
+        return self._checkpoint
+
+    @property
+    def tip(self) -> Head:
+        """The stored head: entries verified so far, possibly beyond :meth:`checkpoint`."""
+        return self._tip
+
+    @property
+    def target(self) -> str | None:
+        """The verified checkpoint a catch-up under way is heading for (this process only)."""
+        return self._target
+
+    # --- applying ------------------------------------------------------------------------------
+
+    def apply(
+        self, *, note: str, entries: Sequence[bytes], proof: Sequence[bytes], source: str | None = None
+    ) -> int:
+        """Verify a page of entries under the checkpoint ``note`` and store it; see the module doc.
+
+        Returns:
+            How many entries were stored (all, or up to the first key record).
+
+        Raises:
+            NoteError: ``note`` does not verify under the vkey or names another log.
+            InputError: the page runs past the checkpoint's size.
+            ConsistencyError: the data contradicts the held state or the checkpoint
+                (``exhibit``, ``index``, ``older``, ``newer``, ``proof``).
+            StorageError: the store failed (nothing was written).
+        """
+        cp = self._open(note)
+        with self._lock:
+            tip = self._tip
+            base = tip.size + len(entries)
+            if cp.size < base:
+                if entries:
+                    raise InputError(f"page ends at {base}, past the checkpoint's size {cp.size}")
+                evidence = self._compare_held(note, cp, source)
+                if evidence is not None:
+                    raise self._error(evidence)
+                return 0
+            page, hashes = self._parse_page(tip, entries, note, source)
+            overlay = {(lv, ix): h for lv, ix, h in hashes}
+            root = self._root(base, overlay)
+            try:
+                merkle.verify_consistency(base, cp.size, proof, root, cp.root)
+            except ProofError as e:
+                raise self._error(self._proof_failure(note, cp, proof, bool(entries), source), e.message) from e
+            count = next((i + 1 for i, e in enumerate(page) if is_key_record_type(e.envelope.payload_type)), len(page))
+            if count:
+                self._commit(tip, page[:count], hashes, overlay, note, source)
+            if self._tip.size == cp.size:
+                if self._checkpoint is None or self._head.size < cp.size:
+                    self._store.put_checkpoint(cp.size, note)
+                    self._cover(cp.size, note)
+                self._target = None
+            else:
+                self._target = note
+            return count
+
+    def _parse_page(
+        self, tip: Head, entries: Sequence[bytes], note: str, source: str | None
+    ) -> tuple[list[Entry], list[tuple[int, int, bytes]]]:
+        page: list[Entry] = []
+        prev, last_ts = tip.last, self._last_ts
+        for offset, raw in enumerate(entries):
+            seq = tip.size + offset
+            try:
+                entry = Entry.from_bytes(raw)
+            except TurtlesError as e:
+                raise self._error(self._bad(note, seq, f"entry {seq} does not parse: {e.message}", source)) from e
+            problem = (
+                f"entry {seq} claims seq {entry.seq}" if entry.seq != seq
+                else f"entry {seq} does not chain to the previous leaf" if entry.prev != prev
+                else f"entry {seq} goes back in time ({entry.ts} < {last_ts})" if entry.ts < last_ts
+                else None
+            )
+            if problem:
+                raise self._error(self._bad(note, seq, problem, source))
+            page.append(entry)
+            prev, last_ts = entry.leaf_hash, entry.ts
+        hashes = merkle.stored_hashes_for_leaves(tip.size, [e.leaf_hash for e in page], self._store.hashes)
+        return page, hashes
+
+    def _root(self, size: int, overlay: dict[tuple[int, int], bytes]) -> bytes:
+        def read(coords: Sequence[tuple[int, int]]) -> list[bytes]:
+            missing = [c for c in coords if c not in overlay]
+            found = dict(zip(missing, self._store.hashes(missing), strict=True)) if missing else {}
+            return [overlay[c] if c in overlay else found[c] for c in coords]
+
+        return merkle.tree_hash(size, read)
+
+    def _commit(
+        self, tip: Head, chunk: list[Entry], hashes: list[tuple[int, int, bytes]],
+        overlay: dict[tuple[int, int], bytes], note: str, source: str | None,
+    ) -> None:
+        stop = tip.size + len(chunk)
+        logged: list[LoggedRecord] = []
+        rows: list[tuple[bytes, bytes]] = []
+        for entry in chunk:
+            try:
+                rec = logged_from_entry(self._gate, self.origin, entry)
+            except TurtlesError as e:
+                msg = f"entry {entry.seq} is in the signed tree but its record does not verify: {e.message}"
+                raise self._error(self._bad(note, entry.seq, msg, source, kind="bad-record")) from e
+            logged.append(rec)
+            rows += index_rows(entry.seq, Prepared(entry.envelope, rec.record, rec.signers, rec.record_id))
+        head = Head(stop, self._root(stop, overlay), chunk[-1].leaf_hash)
+        kept = [(lv, ix, h) for lv, ix, h in hashes if ((ix + 1) << lv) <= stop]
+        self._store.commit(Batch([(e.seq, e.raw) for e in chunk], kept, rows, head))
+        self._tip, self._last_ts = head, chunk[-1].ts
+        for rec in logged:
+            self._gate.add(rec)
+
+    # --- comparing views -----------------------------------------------------------------------
+
+    def crosscheck(self, note: str, *, source: str | None = None) -> Evidence | None:
+        """Compare a checkpoint of this log seen elsewhere (gossip) with what is held.
+
+        Returns evidence when it contradicts the held entries or the pending target; None
+        when it agrees or cannot be compared yet. A note that does not verify is ignored.
+        """
+        try:
+            cp = self._open(note)
+        except NoteError:
+            return None
+        with self._lock:
+            if cp.size <= self._tip.size:
+                return self._compare_held(note, cp, source)
+            target = self._target
+        if target is not None:
+            held = Checkpoint.parse(open_note(target, self.vkey))
+            if held.size == cp.size and held.root != cp.root:
+                return same_size_evidence(self.origin, target, note, source=source)
+        return None
+
+    def prefix_evidence(
+        self, *, note: str, size: int, proof: Sequence[bytes], source: str | None = None
+    ) -> Evidence | None:
+        """Evidence of a fork if ``proof`` (the peer's, from ``size`` to ``note``'s size) reaches
+        the note's root from a root at ``size`` other than the held one.
+
+        Requires ``size`` to be at most the size of :meth:`checkpoint`. Use a ``size`` that is
+        not a power of two: for those a proof leaves the prefix root out.
+        """
+        cp = self._open(note)
+        held = self._checkpoint
+        if held is None or not 0 < size <= self._head.size or size > cp.size:
+            return None
+        split = fork_split(
+            size, self.root_at(size), self.consistency_proof(size, self._head.size), cp.size, cp.root, proof
+        )
+        if split is None:
+            return None
+        return Evidence(
+            self.origin, "fork", f"{self.origin}: the tree of size {cp.size} differs from the held one at size {size}",
+            older=held, newer=note, proof=tuple(proof), split=split, source=source,
+        )
+
+    def _compare_held(self, note: str, cp: Checkpoint, source: str | None) -> Evidence | None:
+        """Check a checkpoint no larger than the tip against the stored tree."""
+        local = merkle.tree_hash(cp.size, self._store.hashes)
+        if local == cp.root:
+            return None
+        held = self._checkpoint
+        if held is not None and cp.size <= self._head.size:
+            split = SplitView(cp.size, local, tuple(self.consistency_proof(cp.size, self._head.size)), cp.root, ())
+            return Evidence(
+                self.origin, "fork" if cp.size < self._head.size else "equivocation",
+                f"{self.origin}: checkpoint of size {cp.size} has a root the held tree does not give",
+                older=held, newer=note, split=split, source=source,
+            )
+        return Evidence(
+            self.origin, "inconsistent",
+            f"{self.origin}: checkpoint of size {cp.size} has a root the stored entries do not give",
+            older=held, newer=note, source=source,
+        )
+
+    def _proof_failure(
+        self, note: str, cp: Checkpoint, proof: Sequence[bytes], paged: bool, source: str | None
+    ) -> Evidence:
+        held = self._checkpoint
+        tip = self._tip.size
+        settled = held is not None and self._head.size == tip
+        if paged:
+            return self._bad(note, tip, f"entries from {tip} do not rebuild the checkpoint of size {cp.size}", source)
+        if held is not None and settled:
+            if cp.size == tip and cp.root != self._tip.root:
+                return same_size_evidence(self.origin, held, note, source=source)
+            return proof_evidence(self.origin, held, note, proof, source=source)
+        return Evidence(
+            self.origin, "bad-proof", f"{self.origin}: consistency proof from {tip} to {cp.size} does not verify",
+            older=held, newer=note, proof=tuple(proof), source=source,
+        )
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _open(self, note: str) -> Checkpoint:
+        cp = Checkpoint.parse(open_note(note, self.vkey))
+        if cp.origin != self.origin:
+            raise NoteError(f"checkpoint names the log {cp.origin[:200]!r}, not {self.origin!r}")
+        return cp
+
+    def _cover(self, size: int, note: str) -> None:
+        """Make the stored checkpoint of ``size`` the one reads are bounded by."""
+        last = bytes(32) if size == 0 else Entry.from_bytes(self._store.entry(size - 1)).leaf_hash
+        self._head = Head(size, merkle.tree_hash(size, self._store.hashes), last)
+        self._checkpoint = note
+
+    def _bad(self, note: str, index: int, message: str, source: str | None, *, kind: str = "bad-entries") -> Evidence:
+        return Evidence(self.origin, kind, f"{self.origin}: {message}", older=self._checkpoint, newer=note,
+                        index=index, source=source)
+
+    def _error(self, evidence: Evidence, detail: str | None = None) -> ConsistencyError:
+        message = evidence.message + (f" ({detail})" if detail else "")
+        return ConsistencyError(
+            message, origin=self.origin, older=evidence.older, newer=evidence.newer,
+            proof=list(evidence.proof), index=evidence.index, exhibit=evidence,
+        )
+
+
+__all__ = ["KIND", "Mirror"]

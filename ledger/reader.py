@@ -1,0 +1,109 @@
+"""Reads and proofs over one stored log, shared by owned logs and mirrors.
+
+Invariant: reads never go past the durable head this object holds, so a proof or an
+entry served is always covered by a checkpoint of at least that size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ledger import merkle
+from ledger.entry import Entry, LoggedRecord, parse_record
+from ledger.errors import CorruptionError, NotFoundError, ProofError
+from ledger.keys import KeyId
+from ledger.store import Head, LogStore
+
+
+class LogReader:
+    """Read access to a log's entries, indexes, roots and proofs."""
+
+    def __init__(self, store: LogStore) -> None:
+        self.origin = store.origin
+        self._store = store
+        self._head = store.head()
+
+    # --- reads ----------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Number of durable entries."""
+        return self._head.size
+
+    @property
+    def head(self) -> Head:
+        """The durable head."""
+        return self._head
+
+    @property
+    def store(self) -> LogStore:
+        """The underlying key space (read-only use)."""
+        return self._store
+
+    def checkpoint(self) -> str:
+        """The latest signed checkpoint note."""
+        return self._checkpoint
+
+    def entry(self, index: int) -> Entry:
+        """Entry ``index``; NotFoundError if ``index >= size``."""
+        if not 0 <= index < self._head.size:
+            raise NotFoundError(f"log {self.origin} has no entry {index} (size {self._head.size})")
+        return Entry.from_bytes(self._store.entry(index))
+
+    def entries(self, start: int, stop: int) -> Iterator[Entry]:
+        """Entries ``start <= index < min(stop, size)``."""
+        for _, raw in self._store.entries(start, min(stop, self._head.size)):
+            yield Entry.from_bytes(raw)
+
+    def by_artefact(self, sha256_hex: str) -> list[int]:
+        """Indexes of attestations whose subject has this sha256 digest."""
+        return self._store.indexed(b"a", bytes.fromhex(sha256_hex))
+
+    def by_key(self, key_id: str) -> list[int]:
+        """Indexes of entries signed by, or about, this key id."""
+        return self._store.indexed(b"k", key_id.encode())
+
+    def root_at(self, size: int) -> bytes:
+        """Merkle root of the first ``size`` entries (0 <= size <= current size)."""
+        self._check_size(size)
+        return merkle.tree_hash(size, self._store.hashes)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """Proof that entry ``index`` is in the tree of ``size``; requires index < size <= current."""
+        self._check_size(size)
+        if not 0 <= index < size:
+            raise ProofError(f"no inclusion proof: index {index} is not below size {size}")
+        return merkle.prove_inclusion(index, size, self._store.hashes)
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """Proof that the tree of ``size1`` is a prefix of the tree of ``size2``."""
+        self._check_size(size2)
+        if not 0 <= size1 <= size2:
+            raise ProofError(f"no consistency proof from size {size1} to {size2}")
+        return merkle.prove_consistency(size1, size2, self._store.hashes)
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= self._head.size:
+            raise ProofError(
+                f"size {size} is beyond the log (current size {self._head.size})",
+                current_size=self._head.size,
+            )
+
+    def logged_records(self, start: int, stop: int) -> Iterator[LoggedRecord]:
+        """Records of entries ``start <= index < stop`` with the signers verified at append.
+
+        The signers come from the record-id index written in the same batch as the entry;
+        nothing is re-verified here (the audit does that).
+        """
+        for entry in self.entries(start, stop):
+            rid = entry.record_id
+            signers = self._store.record_signers(rid, entry.seq)
+            if signers is None:
+                raise CorruptionError(f"log {self.origin}: entry {entry.seq} has no record-index row")
+            yield LoggedRecord(
+                self.origin, entry.seq, entry.ts, entry.leaf_hash,
+                tuple(KeyId(k) for k in signers), parse_record(entry.envelope), rid,
+            )
+
+
+__all__ = ["LogReader"]

@@ -1,0 +1,295 @@
+"""LevelDB layout of the logs a node holds (its own and its mirrors).
+
+One LevelDB directory per node; each log lives under its own key prefix
+(``L`` + first 8 bytes of SHA-256(origin)). Within a log's prefix:
+
+=====================  ==============================================================
+``M``                  meta: canonical msgpack ``{origin, vkey, kind}``
+``e`` seq(8)           entry bytes (exactly the leaf data)
+``h`` level(1) idx(8)  stored Merkle hash of the complete subtree (level, idx)
+``r`` rid(32) seq(8)   record-id index: value = msgpack list of signer key ids
+``a`` sha256(32) seq   artefact-digest index (attestation subjects)
+``k`` sha256(kid) seq  key-id index (signers and keys a record is about)
+``c`` size(8)          every signed checkpoint note, by tree size
+``H``                  head: msgpack ``{size, root, last}``, written in the same batch
+=====================  ==============================================================
+
+Invariants:
+* Every append is one ``WriteBatch(transaction=True, sync=True)``: entries, hashes, indexes
+  and the head change together or not at all; an exception inside the batch leaves the
+  store unchanged (RELIABILITY S4).
+* A checkpoint is written only after the batch it covers is durable.
+* The database is opened with ``paranoid_checks`` and read with ``verify_checksums``; a
+  LevelDB corruption surfaces as :class:`~ledger.errors.CorruptionError`.
+* The LevelDB lock makes a second opener fail with :class:`~ledger.errors.StoreLockedError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import plyvel
+
+from ledger.encoding import decode, encode
+from ledger.errors import CorruptionError, NotFoundError, StorageError, StoreLockedError
+
+_U64 = struct.Struct(">Q")
+_HASH_KEY = struct.Struct(">cBQ")
+
+
+def _u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The durable tip of a log: size, Merkle root, leaf hash of the last entry."""
+
+    size: int
+    root: bytes
+    last: bytes
+
+    def to_bytes(self) -> bytes:
+        """Canonical msgpack form stored under ``H``."""
+        return encode({"size": self.size, "root": self.root, "last": self.last})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Head:
+        """Parse the stored head; CorruptionError when it is not well-formed."""
+        try:
+            obj = decode(data)
+            head = cls(int(obj["size"]), bytes(obj["root"]), bytes(obj["last"]))
+        except Exception as e:
+            raise CorruptionError(f"stored head is unreadable: {e}") from e
+        if head.size < 0 or len(head.root) != 32 or len(head.last) != 32:
+            raise CorruptionError("stored head has out-of-range fields")
+        return head
+
+
+@dataclass
+class Batch:
+    """What one append commits: entries, hashes, index keys and the new head."""
+
+    entries: list[tuple[int, bytes]]
+    hashes: list[tuple[int, int, bytes]]
+    index_keys: list[tuple[bytes, bytes]]
+    head: Head
+
+
+class Database:
+    """A node's LevelDB directory. Close it (or use ``with``) to release the lock."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._db = plyvel.DB(
+                self.path, create_if_missing=create, paranoid_checks=True, max_open_files=256
+            )
+        except plyvel.IOError as e:
+            if "lock" in str(e).lower():
+                raise StoreLockedError(
+                    f"{self.path} is in use by another process (LevelDB lock held)",
+                    hint="stop the other turtles process using this directory",
+                    path=self.path,
+                ) from e
+            raise StorageError(f"cannot open {self.path}: {e}", path=self.path) from e
+        except plyvel.CorruptionError as e:
+            raise CorruptionError(f"{self.path} is corrupt: {e}", path=self.path) from e
+        except plyvel.Error as e:
+            raise StorageError(f"cannot open {self.path}: {e}", path=self.path) from e
+
+    def log(self, origin: str) -> LogStore:
+        """The key space of the log named ``origin``."""
+        prefix = b"L" + hashlib.sha256(origin.encode()).digest()[:8]
+        return LogStore(self._db.prefixed_db(prefix), origin)
+
+    def origins(self) -> list[str]:
+        """Origins of every log stored here."""
+        out = []
+        for key, value in self._db.iterator(prefix=b"L", verify_checksums=True):
+            if len(key) == 10 and key.endswith(b"M"):
+                out.append(str(decode(value)["origin"]))
+        return sorted(out)
+
+    def close(self) -> None:
+        """Release the LevelDB lock."""
+        self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return bool(self._db.closed)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LogStore:
+    """Reads and atomic writes of one log's key space."""
+
+    def __init__(self, db: Any, origin: str) -> None:
+        self._db = db
+        self.origin = origin
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def _get(self, key: bytes) -> bytes | None:
+        try:
+            value: bytes | None = self._db.get(key, verify_checksums=True)
+        except plyvel.CorruptionError as e:
+            raise CorruptionError(f"log {self.origin}: corrupt block reading {key[:1]!r}") from e
+        except plyvel.Error as e:
+            raise StorageError(f"log {self.origin}: read failed: {e}") from e
+        return value
+
+    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            yield from self._db.iterator(prefix=prefix, verify_checksums=True)
+        except plyvel.CorruptionError as e:
+            raise CorruptionError(f"log {self.origin}: corrupt block in a scan") from e
+
+    def meta(self) -> dict[str, Any] | None:
+        """The log's meta map, or None for a log never created."""
+        raw = self._get(b"M")
+        return None if raw is None else dict(decode(raw))
+
+    def head(self) -> Head:
+        """The durable head (size 0 and the empty root for a new log)."""
+        raw = self._get(b"H")
+        if raw is None:
+            return Head(0, hashlib.sha256(b"").digest(), bytes(32))
+        return Head.from_bytes(raw)
+
+    def entry(self, seq: int) -> bytes:
+        """Raw bytes of entry ``seq``; NotFoundError past the end."""
+        raw = self._get(b"e" + _u64(seq))
+        if raw is None:
+            raise NotFoundError(f"log {self.origin} has no entry {seq}")
+        return raw
+
+    def entries(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        """Entries ``start <= seq < stop`` in order."""
+        it = self._db.iterator(
+            start=b"e" + _u64(start), stop=b"e" + _u64(stop), verify_checksums=True
+        )
+        try:
+            for key, value in it:
+                yield _U64.unpack(key[1:])[0], value
+        except plyvel.CorruptionError as e:
+            raise CorruptionError(f"log {self.origin}: corrupt entry block") from e
+
+    def hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Stored hashes at ``(level, index)``; CorruptionError if any is missing."""
+        out = []
+        for level, idx in coords:
+            raw = self._get(_HASH_KEY.pack(b"h", level, idx))
+            if raw is None or len(raw) != 32:
+                raise CorruptionError(
+                    f"log {self.origin}: stored hash ({level}, {idx}) is missing", level=level, index=idx
+                )
+            out.append(raw)
+        return out
+
+    def indexed(self, kind: bytes, key: bytes) -> list[int]:
+        """Sequence numbers under an index (``a`` artefact, ``k`` key id)."""
+        prefix = kind + hashlib.sha256(key).digest()
+        return [_U64.unpack(k[-8:])[0] for k, _ in self._scan(prefix)]
+
+    def by_record_id(self, rid: bytes) -> list[tuple[int, list[str]]]:
+        """(seq, signer key ids) of every entry carrying the record ``rid``."""
+        return [(_U64.unpack(k[-8:])[0], list(decode(v))) for k, v in self._scan(b"r" + rid)]
+
+    def record_signers(self, rid: bytes, seq: int) -> list[str] | None:
+        """Signer key ids stored with entry ``seq`` for record ``rid`` (None: no such row)."""
+        raw = self._get(record_key(rid, seq))
+        return None if raw is None else list(decode(raw))
+
+    def record_ids(self) -> Iterator[bytes]:
+        """The record id of every entry (keys of the record-id index only; in key order)."""
+        try:
+            for key in self._db.iterator(prefix=b"r", include_value=False, verify_checksums=True):
+                yield key[1:33]
+        except plyvel.CorruptionError as e:
+            raise CorruptionError(f"log {self.origin}: corrupt block in a scan") from e
+
+    def checkpoint(self, size: int) -> str | None:
+        """The signed note stored for tree size ``size``."""
+        raw = self._get(b"c" + _u64(size))
+        return None if raw is None else raw.decode()
+
+    def checkpoints(self) -> Iterator[tuple[int, str]]:
+        """Every stored signed checkpoint, by increasing size."""
+        for key, value in self._scan(b"c"):
+            yield _U64.unpack(key[1:])[0], value.decode()
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """The signed checkpoint of the largest size, if any."""
+        for key, value in self._db.iterator(prefix=b"c", reverse=True, verify_checksums=True):
+            return _U64.unpack(key[1:])[0], value.decode()
+        return None
+
+    # --- writes --------------------------------------------------------------------------
+
+    def _write(self, puts: Sequence[tuple[bytes, bytes]]) -> None:
+        try:
+            with self._db.write_batch(transaction=True, sync=True) as wb:
+                for k, v in puts:
+                    wb.put(k, v)
+        except plyvel.Error as e:
+            raise StorageError(f"log {self.origin}: write failed: {e}") from e
+
+    def create(self, meta: dict[str, Any]) -> None:
+        """Write the meta map of a new log."""
+        self._write([(b"M", encode(meta))])
+
+    def commit(self, batch: Batch) -> None:
+        """Write a batch of entries atomically and durably; the head goes in last."""
+        pack, u64 = _HASH_KEY.pack, _U64.pack
+        try:
+            with self._db.write_batch(transaction=True, sync=True) as wb:
+                put = wb.put
+                for s, raw in batch.entries:
+                    put(b"e" + u64(s), raw)
+                for lv, ix, h in batch.hashes:
+                    put(pack(b"h", lv, ix), h)
+                for k, v in batch.index_keys:
+                    put(k, v)
+                put(b"H", batch.head.to_bytes())
+        except plyvel.Error as e:
+            raise StorageError(f"log {self.origin}: write failed: {e}") from e
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        """Store a signed checkpoint note (after the data it covers is durable)."""
+        self._write([(b"c" + _u64(size), note.encode())])
+
+
+def index_key(kind: bytes, key: bytes, seq: int) -> bytes:
+    """Key of an index row: ``kind`` + SHA-256(key) + seq."""
+    return kind + hashlib.sha256(key).digest() + _u64(seq)
+
+
+def key_index_key(key_id: str, seq: int) -> bytes:
+    """``index_key(b"k", key_id.encode(), seq)``, hashing each key id once."""
+    return b"k" + _key_id_digest(key_id) + _u64(seq)
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_id_digest(key_id: str) -> bytes:
+    return hashlib.sha256(key_id.encode()).digest()
+
+
+def record_key(rid: bytes, seq: int) -> bytes:
+    """Key of a record-id row."""
+    return b"r" + rid + _u64(seq)
+
+
+__all__ = ["Batch", "Database", "Head", "LogStore", "index_key", "key_index_key", "record_key"]

@@ -1,0 +1,259 @@
+"""The Log: verified, chained, durable appends; reads; proofs; bad input; restarts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from ledger import merkle
+from ledger.attestation import PAYLOAD_TYPE as INTOTO
+from ledger.checkpoint import Checkpoint, open_note
+from ledger.encoding import encode
+from ledger.entry import Entry, sign_record
+from ledger.envelope import Envelope, Signature, sign_envelope
+from ledger.errors import (
+    EncodingError,
+    EnvelopeError,
+    InputError,
+    NotAdmittedError,
+    RecordError,
+    ScopeError,
+    SignatureError,
+    StoreLockedError,
+    TooLargeError,
+)
+from ledger.holdings import Holdings
+from ledger.keys import SoftwareSigner
+from ledger.records import Delegation, RootRecord
+from ledger.trust import RootsPolicy
+from tests.ledger.conftest import ORIGIN, World, delegation_envelope, root_envelope
+
+
+def _root_of(world: World, size: int) -> bytes:
+    cp = Checkpoint.parse(open_note(world.log.checkpoint(), world.log.vkey))
+    assert cp.size == size
+    return cp.root
+
+
+def test_append_chains_proves_and_indexes(world: World) -> None:
+    env = world.attest("pkg-1")
+    res = world.log.append(env)
+    assert res.index == 2 and res.size == 3 and not res.duplicate
+    entry = world.log.entry(2)
+    assert entry.envelope == env and entry.prev == world.log.entry(1).leaf_hash
+    assert world.log.entry(0).prev == bytes(32)
+    root = _root_of(world, 3)
+    merkle.verify_inclusion(res.leaf_hash, 2, 3, world.log.inclusion_proof(2, 3), root)
+    # Every past size proves consistent with the current one.
+    for m in range(4):
+        merkle.verify_consistency(m, 3, world.log.consistency_proof(m, 3), world.log.root_at(m), root)
+    digest = json.loads(env.payload)["subject"][0]["digest"]["sha256"]
+    assert world.log.by_artefact(digest) == [2]
+    assert world.log.by_key(world.maint.key_id) == [1, 2]  # delegated to, then signed
+
+
+def test_checkpoint_is_signed_by_log_key_over_the_root(world: World) -> None:
+    note = world.log.checkpoint()
+    cp = Checkpoint.parse(open_note(note, world.log.vkey))
+    assert (cp.origin, cp.size) == (ORIGIN, 2)
+    leaves = [world.log.entry(i).leaf_hash for i in range(2)]
+    assert cp.root == merkle.root_hash(leaves)
+
+
+def test_roots_match_reference_tree_at_every_size(world: World) -> None:
+    world.log.append_many([world.attest(f"pkg-{i}") for i in range(40)])
+    leaves = [e.leaf_hash for e in world.log.entries(0, world.log.size)]
+    for n in range(world.log.size + 1):
+        assert world.log.root_at(n) == merkle.root_hash(leaves[:n])
+    for i in (0, 7, 41):
+        assert world.log.inclusion_proof(i, 42) == merkle.inclusion_proof(leaves, i, 42)
+
+
+def _assert_refused(world: World, env: Envelope, error: type[Exception], words: str) -> None:
+    size, note = world.log.size, world.log.checkpoint()
+    with pytest.raises(error) as info:
+        world.log.append(env)
+    assert words in str(info.value)
+    assert world.log.size == size and world.log.checkpoint() == note, "a refused record changed the log"
+
+
+def test_bad_inputs_are_refused_with_specific_errors_and_nothing_is_appended(world: World) -> None:
+    maint, root = world.maint, world.root
+    stranger = SoftwareSigner.generate()
+    good = world.attest("pkg-ok")
+    # wrongly signed: a known key's signature over other bytes
+    forged = Envelope(good.payload_type, good.payload,
+                      (Signature(maint.key_id, maint.sign(b"something else")),))
+    _assert_refused(world, forged, SignatureError, "does not verify")
+    # unknown signer
+    _assert_refused(world, world.attest("pkg-x", signer=stranger), SignatureError, "no signature by a known key")
+    # out of scope: the maintainer may only release pkg-*
+    _assert_refused(world, world.attest("other-1"), ScopeError, "not delegated for artefact 'other-1'")
+    # a delegate with max_depth 0 cannot delegate further
+    sub = SoftwareSigner.generate()
+    _assert_refused(world, delegation_envelope(maint, sub), ScopeError, "")
+    # malformed payloads of our own kinds
+    truncated = sign_envelope(Delegation.payload_type(), encode({"issuer": root.key_id})[:-3], [root])
+    _assert_refused(world, truncated, EncodingError, "truncated")
+    nested: object = []
+    for _ in range(40):
+        nested = [nested]
+    deep = sign_envelope(Delegation.payload_type(), encode_unchecked(nested), [root])
+    _assert_refused(world, deep, EncodingError, "deeper")
+    missing = sign_envelope(Delegation.payload_type(), encode({"issuer": root.key_id}), [root])
+    _assert_refused(world, missing, RecordError, "subject")
+    bad_json = sign_envelope(INTOTO, b'{"_type": ', [maint])
+    _assert_refused(world, bad_json, RecordError, "not valid JSON")
+    unknown_type = sign_envelope("text/plain", b"hi", [maint])
+    _assert_refused(world, unknown_type, RecordError, "not a record type")
+    # a root record not signed by its own key
+    _assert_refused(world, sign_record(RootRecord("evil", stranger.public_key, False, 1), [root]),
+                    SignatureError, "root record must be signed by")
+    # and the log still works
+    assert world.log.append(good).index == 2
+
+
+def encode_unchecked(value: object) -> bytes:
+    """msgpack without the canonical encoder's depth check (to build hostile payloads)."""
+    return bytes(msgpack.packb(value))
+
+
+def test_oversized_and_malformed_envelopes_never_reach_the_log() -> None:
+    with pytest.raises(TooLargeError):
+        Envelope(INTOTO, b"x" * ((1 << 20) + 1), (Signature("k", b"s"),))
+    with pytest.raises(EnvelopeError):
+        Envelope.from_json(b'{"payloadType": "x", "payload": "aGk=", "signatures": []}')
+    with pytest.raises(EnvelopeError):
+        Envelope.from_json(b'{"payloadType": "x"')
+
+
+def test_replayed_envelope_is_idempotent(world: World) -> None:
+    env = world.attest("pkg-replay")
+    first = world.log.append(env)
+    again = world.log.append(env)
+    assert again.duplicate and again.index == first.index and world.log.size == first.size
+    world.reopen()
+    after = world.log.append(env)
+    assert after.duplicate and after.index == first.index
+
+
+def test_concurrent_duplicates_get_one_index(world: World) -> None:
+    env = world.attest("pkg-race")
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(world.log.append(env).index)) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 12 and len(set(results)) == 1
+    assert world.log.size == 3
+
+
+def test_concurrent_writers_get_contiguous_indexes(world: World) -> None:
+    per_thread = 60
+    indexes: list[int] = []
+    lock = threading.Lock()
+
+    def writer(t: int) -> None:
+        for i in range(per_thread):
+            res = world.log.append(world.attest(f"pkg-{t}-{i}"))
+            with lock:
+                indexes.append(res.index)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(indexes) == list(range(2, 2 + 8 * per_thread))
+    leaves = [e.leaf_hash for e in world.log.entries(0, world.log.size)]
+    assert _root_of(world, world.log.size) == merkle.root_hash(leaves)
+
+
+def test_co_signed_envelope_is_a_new_entry_but_a_resubmission_is_not(world: World) -> None:
+    second = SoftwareSigner.generate()
+    world.log.append(delegation_envelope(world.root, second))
+    env = world.attest("pkg-co")
+    first = world.log.append(env)
+    both = env.with_signature(second)
+    res = world.log.append(both)
+    assert not res.duplicate and res.index == first.index + 1
+    assert world.log.append(both).duplicate
+
+
+def test_state_survives_restart_and_timestamps_never_go_back(world: World) -> None:
+    world.log.append(world.attest("pkg-a"))
+    note, size = world.log.checkpoint(), world.log.size
+    world.reopen()
+    assert world.log.size == size and world.log.checkpoint() == note
+    # the maintainer is still admitted after a restart (trust state replayed)
+    res = world.log.append(world.attest("pkg-b"))
+    ts = [e.ts for e in world.log.entries(0, world.log.size)]
+    assert ts == sorted(ts)
+    assert res.index == size
+
+
+def test_clock_going_backwards_does_not_reorder_timestamps(tmp_path: Path) -> None:
+    times = iter([5_000, 4_000, 3_000, 10_000] + [10_000] * 100)
+    log_key, root = SoftwareSigner.generate(), SoftwareSigner.generate()
+    with Holdings.open(tmp_path, origin=ORIGIN, signer=log_key, create=True,
+                       clock=lambda: next(times)) as h:
+        assert h.own is not None
+        h.own.append(root_envelope(root))
+        h.own.append(root_envelope(SoftwareSigner.generate(), "other"))
+        h.own.append(root_envelope(SoftwareSigner.generate(), "third"))
+        assert [e.ts for e in h.own.entries(0, 3)] == [5_000, 5_000, 5_000]
+
+
+def test_opening_with_another_key_is_refused(world: World) -> None:
+    world.holdings.close()
+    with pytest.raises(InputError, match="was created with key"):
+        Holdings.open(world.path, origin=ORIGIN, signer=SoftwareSigner.generate())
+    world.holdings = Holdings.open(world.path, origin=ORIGIN, signer=world.log_key)
+
+
+def test_a_second_process_gets_a_clear_lock_error(world: World) -> None:
+    code = (
+        "from ledger.store import Database\n"
+        "from ledger.errors import StoreLockedError\n"
+        f"try:\n    Database({str(world.path)!r})\nexcept StoreLockedError as e:\n    print('LOCKED', e.message)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.startswith("LOCKED") and "in use by another process" in out.stdout, out.stderr
+    with pytest.raises(StoreLockedError):
+        Holdings.open(world.path, origin=ORIGIN, signer=world.log_key)
+
+
+def test_roots_policy_limits_which_roots_are_admitted(tmp_path: Path) -> None:
+    allowed, other = SoftwareSigner.generate(), SoftwareSigner.generate()
+    with Holdings.open(tmp_path, origin=ORIGIN, signer=SoftwareSigner.generate(), create=True,
+                       roots=RootsPolicy.only_keys([allowed.key_id])) as h:
+        assert h.own is not None
+        h.own.append(root_envelope(allowed))
+        with pytest.raises(NotAdmittedError):
+            h.own.append(root_envelope(other, "other"))
+        assert h.own.size == 1
+
+
+def test_entries_are_exactly_the_leaf_bytes(world: World) -> None:
+    raw = world.log.store.entry(1)
+    assert Entry.from_bytes(raw).raw == raw
+    assert merkle.leaf_hash(raw) == world.log.entry(1).leaf_hash
+
+
+def test_duplicates_within_one_group_commit_are_answered_after_it_is_durable(world: World) -> None:
+    # append_many queues everything before the sequencer wakes, so twins share a batch.
+    for round_ in range(20):
+        env = world.attest(f"pkg-twin-{round_}")
+        results = world.log.append_many([env] * 5)
+        assert all(not isinstance(r, Exception) for r in results), results
+        indexes = {r.index for r in results}  # type: ignore[union-attr]
+        assert len(indexes) == 1
+        assert sum(r.duplicate for r in results) == 4  # type: ignore[union-attr]
