@@ -8,7 +8,7 @@ bootstrap:
 	@scripts/bootstrap.sh
 
 demo: bootstrap
-	$(VENV)/python -m samples.demo
+	$(VENV)/python -m samples.demo $(if $(KEEP),--keep,)
 
 test: bootstrap lint imports
 	$(VENV)/python -m pytest -q tests

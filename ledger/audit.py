@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ledger import merkle
 from ledger.checkpoint import Checkpoint, open_note
@@ -43,7 +44,7 @@ class AuditReport:
         }
 
 
-def _fail(origin: str, index: int | None, check: str, **evidence: object) -> CorruptionError:
+def _fail(origin: str, index: int | None, check: str, **evidence: Any) -> CorruptionError:
     where = f"entry {index}" if index is not None else "log"
     return CorruptionError(f"audit of {origin}: {where}: {check}", index=index, check=check, **evidence)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ledger.encoding import MAX_RECORD_BYTES, decode, encode
-from ledger.errors import EnvelopeError, SignatureError, TooLargeError
+from ledger.errors import EnvelopeError, SignatureError, TooLargeError, UnknownSignerError
 from ledger.keys import KeyId, PublicKey, Signer
 
 MAX_SIGNATURES = 16
@@ -201,7 +201,7 @@ class Envelope:
             if key.key_id not in verified:
                 verified.append(key.key_id)
         if not verified:
-            raise SignatureError(
+            raise UnknownSignerError(
                 "envelope has no signature by a known key",
                 key_ids=[s.keyid for s in self.signatures],
             )

@@ -132,6 +132,12 @@ class SignatureError(UntrustedError):
     code = "bad_signature"
 
 
+class UnknownSignerError(SignatureError):
+    """No signature is by a key the verifier knows (``key_ids`` lists the ones claimed)."""
+
+    code = "unknown_signer"
+
+
 class NotAdmittedError(UntrustedError):
     """The signer is neither a root of the log nor a key validly delegated from one."""
 
@@ -258,5 +264,6 @@ __all__ = [
     "TooLargeError",
     "TurtlesError",
     "UnavailableError",
+    "UnknownSignerError",
     "UntrustedError",
 ]

@@ -15,8 +15,10 @@ Invariant: a record reaches the global graph only after it is durable in its log
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ledger.entry import LoggedRecord, Record
 from ledger.errors import NotFoundError
@@ -26,6 +28,8 @@ from ledger.mirror import Mirror
 from ledger.reader import LogReader
 from ledger.store import Database
 from ledger.trust import RootsPolicy, TrustGraph, admit
+
+T = TypeVar("T")
 
 
 class LogGate:
@@ -62,6 +66,27 @@ class Holdings:
         self.graph = graph
         self.own: Log | None = None
         self._mirrors: dict[str, Mirror] = {}
+        # The global graph is written by sequencer/replication threads and read by queries;
+        # every write and every query holds this lock (queries take milliseconds).
+        self._graph_lock = threading.RLock()
+
+    def _add_to_graph(self, rec: LoggedRecord) -> None:
+        with self._graph_lock:
+            self.graph.add(rec)
+
+    def read(self, query: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``query(*args, **kwargs)`` holding the graph lock (a consistent snapshot).
+
+        Every read of :attr:`graph` from a thread other than the one appending must go
+        through here (explain, impact, trace, bundles).
+        """
+        with self._graph_lock:
+            return query(*args, **kwargs)
+
+    def update(self, change: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a change to :attr:`graph` (e.g. ``graph.mark_equivocating``) under the lock."""
+        with self._graph_lock:
+            return change(*args, **kwargs)
 
     @classmethod
     def open(
@@ -108,7 +133,7 @@ class Holdings:
     def _open_own(
         self, origin: str, signer: Signer, roots: RootsPolicy, create: bool, clock: Callable[[], int] | None
     ) -> Log:
-        gate = LogGate(roots, self.graph.add)
+        gate = LogGate(roots, self._add_to_graph)
         store = self.db.log(origin)
         _replay(LogReader(store), gate)
         kw = {"clock": clock} if clock else {}
@@ -119,7 +144,7 @@ class Holdings:
         return Log(store, signer=signer, gate=gate, **kw)  # type: ignore[arg-type]
 
     def _open_mirror(self, origin: str, vkey: str) -> Mirror:
-        gate = LogGate(RootsPolicy.any_self_signed(), self.graph.add)
+        gate = LogGate(RootsPolicy.any_self_signed(), self._add_to_graph)
         store = self.db.log(origin)
         _replay(LogReader(store), gate)
         mirror = Mirror(store, vkey=vkey, gate=gate)

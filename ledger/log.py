@@ -55,6 +55,7 @@ from ledger.errors import (
     SignatureError,
     TurtlesError,
     UnavailableError,
+    UnknownSignerError,
 )
 from ledger.keys import KeyId, PublicKey, Signer
 from ledger.reader import LogReader
@@ -202,7 +203,7 @@ class Log(LogReader):
 
     def append(self, envelope: Envelope, *, timeout: float | None = 60) -> AppendResult:
         """Append one envelope and wait until it is durable (see :meth:`submit`)."""
-        prepared = self._try_prepare(envelope)
+        prepared = self.try_prepare(envelope)
         return self.submit(envelope, prepared).result(timeout)
 
     def append_many(self, envelopes: Sequence[Envelope]) -> list[AppendResult | TurtlesError]:
@@ -245,11 +246,11 @@ class Log(LogReader):
                 out.append(e)
         return out
 
-    def _prepare_chunk(self, envelopes: Iterable[Envelope]) -> list[Prepared | None | TurtlesError]:
-        out: list[Prepared | None | TurtlesError] = []
+    def _prepare_chunk(self, envelopes: Iterable[Envelope]) -> list[Prepared | TurtlesError | None]:
+        out: list[Prepared | TurtlesError | None] = []
         for env in envelopes:
             try:
-                out.append(self._try_prepare(env))
+                out.append(self.try_prepare(env))
             except TurtlesError as e:
                 out.append(e)
         return out
@@ -260,13 +261,16 @@ class Log(LogReader):
                 self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix=f"verify:{self.origin}")
             return self._pool
 
-    def _try_prepare(self, envelope: Envelope) -> Prepared | None:
+    def try_prepare(self, envelope: Envelope) -> Prepared | None:
+        """:meth:`prepare`, or None when no signer is known yet.
+
+        A signer may be introduced by a record still queued; the sequencer verifies such an
+        envelope itself, in order, once that record is integrated.
+        """
         try:
             return self.prepare(envelope)
-        except SignatureError as e:
-            if "no signature by a known key" in e.message:
-                return None  # maybe introduced by a record still queued: the sequencer retries
-            raise
+        except UnknownSignerError:
+            return None
 
     def close(self, timeout: float = 30) -> None:
         """Finish queued appends, stop the sequencer. The Database stays open."""
@@ -299,7 +303,9 @@ class Log(LogReader):
                 batch.append(nxt)
             with self._queued_lock:
                 self._queued -= len(batch)
-            self._integrate(batch)
+            # A future its caller cancelled while queued is dropped (never appended); the
+            # others become "running", so they can no longer be cancelled under our feet.
+            self._integrate([r for r in batch if r.future.set_running_or_notify_cancel()])
 
     def _integrate(self, requests: list[_Request]) -> None:
         pending = list(requests)

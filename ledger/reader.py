@@ -1,18 +1,27 @@
 """Reads and proofs over one stored log, shared by owned logs and mirrors.
 
-Invariant: reads never go past the durable head this object holds, so a proof or an
-entry served is always covered by a checkpoint of at least that size.
+Invariants: reads never go past the durable head this object holds, so a proof or an
+entry served is always covered by a checkpoint of at least that size. Stored hashes never
+change once written, so the hashes of large subtrees (level >= :data:`CACHED_LEVEL`, the
+top of every proof) are kept in a bounded in-memory cache; the levels below it are read
+from the store each time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from ledger import merkle
 from ledger.entry import Entry, LoggedRecord, parse_record
 from ledger.errors import CorruptionError, NotFoundError, ProofError
 from ledger.keys import KeyId
 from ledger.store import Head, LogStore
+
+
+CACHED_LEVEL = 6
+"""Stored hashes of subtrees of 2**6 = 64 leaves and more are cached (1/32 of all hashes)."""
+MAX_CACHED = 1 << 17
+"""At most this many cached hashes (about 20 MiB; a log of 8 million entries fills it)."""
 
 
 class LogReader:
@@ -22,6 +31,25 @@ class LogReader:
         self.origin = store.origin
         self._store = store
         self._head = store.head()
+        self._hash_cache: dict[tuple[int, int], bytes] = {}
+
+    def _hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Stored hashes at ``coords`` (a :data:`ledger.merkle.HashReader`), through the cache."""
+        cache = self._hash_cache
+        found = [cache.get(c) for c in coords]
+        missing = [c for c, h in zip(coords, found, strict=True) if h is None]
+        if not missing:
+            return found  # type: ignore[return-value]
+        read = iter(self._store.hashes(missing))
+        out = []
+        for c, h in zip(coords, found, strict=True):
+            if h is None:
+                h = next(read)
+                if c[0] >= CACHED_LEVEL and len(cache) < MAX_CACHED:
+                    cache[c] = h
+            out.append(h)
+        return out
+        self._checkpoint: str | None = None
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -40,8 +68,8 @@ class LogReader:
         """The underlying key space (read-only use)."""
         return self._store
 
-    def checkpoint(self) -> str:
-        """The latest signed checkpoint note."""
+    def checkpoint(self) -> str | None:
+        """The latest signed checkpoint note covering what this reader serves (None: none yet)."""
         return self._checkpoint
 
     def entry(self, index: int) -> Entry:
@@ -66,21 +94,21 @@ class LogReader:
     def root_at(self, size: int) -> bytes:
         """Merkle root of the first ``size`` entries (0 <= size <= current size)."""
         self._check_size(size)
-        return merkle.tree_hash(size, self._store.hashes)
+        return merkle.tree_hash(size, self._hashes)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """Proof that entry ``index`` is in the tree of ``size``; requires index < size <= current."""
         self._check_size(size)
         if not 0 <= index < size:
             raise ProofError(f"no inclusion proof: index {index} is not below size {size}")
-        return merkle.prove_inclusion(index, size, self._store.hashes)
+        return merkle.prove_inclusion(index, size, self._hashes)
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """Proof that the tree of ``size1`` is a prefix of the tree of ``size2``."""
         self._check_size(size2)
         if not 0 <= size1 <= size2:
             raise ProofError(f"no consistency proof from size {size1} to {size2}")
-        return merkle.prove_consistency(size1, size2, self._store.hashes)
+        return merkle.prove_consistency(size1, size2, self._hashes)
 
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self._head.size:

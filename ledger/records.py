@@ -212,8 +212,9 @@ class Delegation(_Record):
     """``issuer`` authorises ``subject`` for a scope: names, purposes, depth, window.
 
     ``max_depth`` is how many further delegations may hang below ``subject`` (0: none).
-    ``org`` is the organisation the subject acts for: a value other than the issuer's org
-    makes this a cross-organisation delegation (a join). ``artefacts`` and ``purposes`` are
+    ``org`` is the organisation the subject acts for when it is not the issuer's own (a
+    cross-organisation delegation: a join); nil means the issuer's organisation, which the
+    trust engine knows from the issuer's chain. ``artefacts`` and ``purposes`` are
     sets, given sorted and without duplicates (their canonical form).
     """
 
@@ -222,7 +223,7 @@ class Delegation(_Record):
     issuer: KeyId
     subject: PublicKey
     name: str
-    org: str
+    org: str | None
     artefacts: tuple[str, ...]
     purposes: tuple[str, ...]
     max_depth: int
@@ -236,7 +237,8 @@ class Delegation(_Record):
         _check_key_id("issuer", self.issuer)
         _check_public_key("subject", self.subject)
         _check_str("name", self.name, max_len=256)
-        _check_org("org", self.org)
+        if self.org is not None:
+            _check_org("org", self.org)
         _check_str_list("artefacts", self.artefacts)
         _check_str_list("purposes", self.purposes, allowed=PURPOSES)
         _check_int("max_depth", self.max_depth, hi=MAX_DEPTH_LIMIT)

@@ -189,15 +189,19 @@ class LogStore:
 
     def hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
         """Stored hashes at ``(level, index)``; CorruptionError if any is missing."""
-        out = []
-        for level, idx in coords:
-            raw = self._get(_HASH_KEY.pack(b"h", level, idx))
+        get, pack = self._db.get, _HASH_KEY.pack  # one try for the lot: this is the proof hot path
+        try:
+            out: list[bytes | None] = [get(pack(b"h", level, idx), verify_checksums=True) for level, idx in coords]
+        except plyvel.CorruptionError as e:
+            raise CorruptionError(f"log {self.origin}: corrupt block reading {b'h'!r}") from e
+        except plyvel.Error as e:
+            raise StorageError(f"log {self.origin}: read failed: {e}") from e
+        for (level, idx), raw in zip(coords, out, strict=True):
             if raw is None or len(raw) != 32:
                 raise CorruptionError(
                     f"log {self.origin}: stored hash ({level}, {idx}) is missing", level=level, index=idx
                 )
-            out.append(raw)
-        return out
+        return out  # type: ignore[return-value]  # every item was checked above
 
     def indexed(self, kind: bytes, key: bytes) -> list[int]:
         """Sequence numbers under an index (``a`` artefact, ``k`` key id)."""

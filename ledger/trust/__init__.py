@@ -7,6 +7,8 @@ revocation impact, and append-time admission.
 * :func:`explain` -- every path from an anchor to a key, org or artefact, each hop
   classified (root, delegated, transitive, rotation, attestation), joins marked, every
   rejected candidate with its reasons, and the weakest link named.
+  :func:`explain_with` does the same under explicit :class:`Rules` (e.g.
+  ``Rules.open(...)``: every root an anchor, as lineage and admission use).
 * :func:`impact` -- what would lose trust if a key were revoked, and what keeps an
   alternative path.
 * :func:`admit` / :class:`RootsPolicy` -- the check a log runs before appending.
@@ -16,7 +18,8 @@ every answer is a frozen, JSON-serialisable object; every search is bounded.
 """
 
 from ledger.trust.admission import RootsPolicy, admit
-from ledger.trust.explain import explain
+from ledger.trust.context import Rules
+from ledger.trust.explain import explain, explain_with
 from ledger.trust.graph import TrustGraph
 from ledger.trust.impact import Impact, ImpactItem, OrgImpact, impact
 from ledger.trust.policy import Anchor, Policy, load_policy, parse_policy
@@ -49,6 +52,7 @@ __all__ = [
     "Position",
     "Reason",
     "RootsPolicy",
+    "Rules",
     "Scope",
     "SubjectKind",
     "TrustGraph",
@@ -57,6 +61,7 @@ __all__ = [
     "WeakestLink",
     "admit",
     "explain",
+    "explain_with",
     "impact",
     "load_policy",
     "parse_policy",

@@ -24,7 +24,7 @@ duplicates are the log's business (same record id).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger.attestation import Attestation
@@ -118,8 +118,8 @@ def admit(
             )
     if isinstance(record, Delegation | Endorsement):
         issuer = record.issuer if isinstance(record, Delegation) else record.endorser
-        paths = _valid_paths(graph, issuer, at, origin)
-        if not any(p.hops[-1].scope.can_delegate() for p in paths):
+        paths = _valid_paths(graph, issuer, at, origin, want=_may_delegate)
+        if not any(_may_delegate(p) for p in paths):
             scope = paths[0].hops[-1].scope
             lacks = not scope.root and "delegate" not in scope.purposes
             why = "does not hold the 'delegate' purpose" if lacks else "has no delegation depth left"
@@ -166,16 +166,19 @@ def _admit_attestation(
         raise NotAdmittedError("attestation has no verified signer", rule="required_signer", origin=origin)
     first: NotAdmittedError | None = None
     names = sorted({s.name for s in record.subjects})
+
+    def may_attest(p: TrustPath) -> bool:
+        scope = p.hops[-1].scope
+        return ("release" in scope.purposes or "build" in scope.purposes) and all(scope.covers(n) for n in names)
+
     for kid in signers:
         try:
-            paths = _valid_paths(graph, kid, at, origin)
+            paths = _valid_paths(graph, kid, at, origin, want=may_attest)
         except NotAdmittedError as e:
             first = first or e
             continue
-        for p in paths:
-            scope = p.hops[-1].scope
-            if {"release", "build"} & set(scope.purposes) and all(scope.covers(n) for n in names):
-                return
+        if any(may_attest(p) for p in paths):
+            return
         scope = paths[0].hops[-1].scope
         if not {"release", "build"} & set(scope.purposes):
             why = f"holds neither 'release' nor 'build' (purposes: {', '.join(scope.purposes)})"
@@ -188,10 +191,21 @@ def _admit_attestation(
     raise first
 
 
-def _valid_paths(graph: TrustGraph, kid: KeyId, at: int, origin: str) -> list[TrustPath]:
-    """Accepted delegated paths making ``kid`` valid at ``at``; else raise the best reason."""
+def _may_delegate(path: TrustPath) -> bool:
+    return path.hops[-1].scope.can_delegate()
+
+
+def _any(path: TrustPath) -> bool:
+    return True
+
+
+def _valid_paths(
+    graph: TrustGraph, kid: KeyId, at: int, origin: str, *, want: Callable[[TrustPath], bool] = _any
+) -> list[TrustPath]:
+    """Accepted delegated paths making ``kid`` valid at ``at`` (the search stops at the
+    first one ``want`` holds for); if there is none, raise the best reason."""
     ex = explain_with(graph, kid, rules=_RULES, purpose=None, at=at, kind="key", limit=_ADMIT_LIMIT,
-                      viable_only=True)
+                      viable_only=True, stop_when=want)
     accepted = list(ex.accepted)
     if accepted:
         return accepted

@@ -4,8 +4,9 @@ Invariants:
 * :class:`Rules` is what evaluation reads; a consumer :class:`~ledger.trust.policy.Policy`
   maps onto it one to one, and :meth:`Rules.open` gives the structural rules admission and
   impact use (every root is an anchor, for every purpose).
-* A :class:`Query` lives for one call; it owns every memo, so no state survives between
-  queries and the graph stays the only shared thing.
+* A :class:`Query` lives for one call; it owns every memo (queries made from it by
+  :meth:`Query.fresh` share them, within the same call), so no state survives between
+  calls and the graph stays the only shared thing.
 * Every search is bounded: at most ``limit`` candidate paths, ``max_steps`` key
   expansions; running into a bound is recorded (``truncated``), never silent.
 * ``viable_only`` skips links that cannot hold where they are relied upon (integrated
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ledger.entry import LoggedRecord
 from ledger.keys import ALGORITHMS, KeyId
@@ -110,6 +112,12 @@ class Query:
     ignored: dict[tuple[bytes, str], IgnoredRevocation] = field(default_factory=dict)
     ancestors: dict[KeyId, frozenset[KeyId] | None] = field(default_factory=dict)
     reaches: dict[KeyId, bool] = field(default_factory=dict)
+
+    def fresh(self, **settings: Any) -> Query:
+        """A new search over the same graph, rules and time, sharing this query's memos
+        (they depend on nothing else); ``settings`` override limit, viable_only, avoid."""
+        return Query(self.graph, self.rules, self.at, ancestors=self.ancestors, reaches=self.reaches,
+                     ignored=self.ignored, **settings)
 
     @property
     def stopped(self) -> bool:

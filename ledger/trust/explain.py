@@ -21,17 +21,19 @@ first.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ledger.errors import InputError
 from ledger.keys import KeyId
+from ledger.records import PURPOSES
 from ledger.trust.context import DEFAULT_LIMIT, Link, Query, Rules
 from ledger.trust.evaluate import evaluate
 from ledger.trust.graph import TrustGraph
 from ledger.trust.policy import Policy
 from ledger.trust.search import chains_to_artefact, chains_to_key
 from ledger.trust.verdict import Explanation, SubjectKind, TrustKind, TrustPath, WeakestLink
-from ledger.trust.weakest import strength
+from ledger.trust.weakest import strength, with_weakest
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ORG_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -59,9 +61,11 @@ def explain(
         limit: the most candidate paths enumerated.
 
     Raises:
-        InputError: the subject is neither a key id, a digest nor an org name, or does
-            not have the form ``kind`` asks for.
+        InputError: the purpose is unknown; or the subject is neither a key id, a digest
+            nor an org name, or does not have the form ``kind`` asks for.
     """
+    if purpose not in PURPOSES:
+        raise InputError(f"purpose {purpose!r} is not one of {', '.join(PURPOSES)}")
     rules = Rules.from_policy(policy)
     return explain_with(graph, subject, rules=rules, purpose=purpose, at=at, kind=kind, limit=limit,
                         policy=policy.to_dict())
@@ -79,37 +83,23 @@ def explain_with(
     policy: dict[str, Any] | None = None,
     viable_only: bool = False,
     avoid: frozenset[str] = frozenset(),
-    stop_after: int = 0,
+    stop_when: Callable[[TrustPath], bool] | None = None,
 ) -> Explanation:
     """:func:`explain` under explicit :class:`Rules` (``purpose`` None: any purpose).
 
     ``viable_only`` and ``avoid`` restrict the search (see :class:`Query`), and
-    ``stop_after`` > 0 ends it once that many paths are accepted: for callers that need
-    accepted paths only (admission, impact), not a complete explanation.
+    ``stop_when`` ends it at the first accepted path it holds for: for callers that need
+    one good path (admission, impact), not a complete explanation.
     """
     kind, name = resolve_subject(graph, subject, kind)
     q = Query(graph, rules, at, limit=limit, viable_only=viable_only, avoid=avoid)
-    evaluated: list[TrustPath] = []
-    if stop_after:
-        def on_chain(chain: tuple[Link, ...]) -> bool:
-            evaluated.append(evaluate(q, chain, purpose=purpose))
-            return sum(p.accepted for p in evaluated) >= stop_after
-        q.on_chain = on_chain
-    if kind == "key":
-        chains_to_key(q, KeyId(name))
-        if not graph.knows_key(name):
-            q.note(f"no record in any log held introduces key {name}")
-    elif kind == "org":
-        roots = graph.org_roots(name)
-        for root in roots:
-            chains_to_key(q, root)
-        if not roots:
-            q.note(f"no root record in any log held declares org {name!r}")
-    else:
-        chains_to_artefact(q, name)
-        if not graph.attestations_for(name):
-            q.note(f"no attestation in any log held has subject digest sha256:{name}")
-    paths = rank(evaluated if stop_after else [evaluate(q, chain, purpose=purpose) for chain in q.chains])
+    paths = rank(collect(q, kind, name, purpose=purpose, stop_when=stop_when), at=at)
+    if kind == "key" and not graph.knows_key(name):
+        q.note(f"no record in any log held introduces key {name}")
+    elif kind == "org" and not graph.org_roots(name):
+        q.note(f"no root record in any log held declares org {name!r}")
+    elif kind == "artefact" and not graph.attestations_for(name):
+        q.note(f"no attestation in any log held has subject digest sha256:{name}")
     if q.cycles:
         q.note(f"{q.cycles} cycle(s) in the delegation graph were cut")
     if q.pruned_long:
@@ -129,11 +119,38 @@ def explain_with(
     )
 
 
-def rank(paths: list[TrustPath]) -> list[TrustPath]:
-    """Order paths (see the module docstring) and point their weakest links at them."""
-    paths.sort(key=_order)
+def collect(
+    q: Query, kind: SubjectKind, name: str, *, purpose: str | None,
+    stop_when: Callable[[TrustPath], bool] | None = None,
+) -> list[TrustPath]:
+    """Search for ``name`` (normalised by :func:`resolve_subject`) under ``q`` and evaluate
+    the candidates, unranked; stop at the first accepted path ``stop_when`` holds for."""
+    evaluated: list[TrustPath] = []
+    if stop_when is not None:
+        want = stop_when
+
+        def on_chain(chain: tuple[Link, ...]) -> bool:
+            path = evaluate(q, chain, purpose=purpose)
+            evaluated.append(path)
+            return path.accepted and want(path)
+
+        q.on_chain = on_chain
+    if kind == "key":
+        chains_to_key(q, KeyId(name))
+    elif kind == "org":
+        for root in q.graph.org_roots(name):
+            chains_to_key(q, root)
+    else:
+        chains_to_artefact(q, name)
+    return evaluated if stop_when is not None else [evaluate(q, chain, purpose=purpose) for chain in q.chains]
+
+
+def rank(paths: list[TrustPath], *, at: int) -> list[TrustPath]:
+    """Name each path's weakest link, order the paths (see the module docstring), and
+    point each weakest link at its path's position."""
+    named = sorted((with_weakest(p, at=at) for p in paths), key=_order)
     out = []
-    for i, p in enumerate(paths):
+    for i, p in enumerate(named):
         w = p.weakest
         if w is not None:
             p = TrustPath(p.hops, p.accepted, p.trust, p.reasons, WeakestLink(w.hop, w.criterion, w.why, i))
@@ -173,4 +190,4 @@ def resolve_subject(graph: TrustGraph, subject: str, kind: SubjectKind | None) -
     raise InputError(f"subject {subject[:80]!r} is not a valid {kind}")
 
 
-__all__ = ["explain", "explain_with", "rank", "resolve_subject"]
+__all__ = ["collect", "explain", "explain_with", "rank", "resolve_subject"]

@@ -18,10 +18,15 @@ Invariants:
   adds is a few pointers.
 * Each query method touches only the index entries of the key, org or digest it is asked
   about.
+* Threads: mutations (:meth:`TrustGraph.add`, :meth:`TrustGraph.set_witnessed`,
+  :meth:`TrustGraph.mark_equivocating`) take one lock, so several logs may feed the graph
+  at once; queries take none -- indexes only ever grow by appends, which a reader sees
+  whole or not at all.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence, Set
 from types import MappingProxyType
 
@@ -51,6 +56,7 @@ class TrustGraph:
     """An incrementally built, indexed view of every key record and attestation held."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._seen: dict[str, bytearray] = {}
         self._keys: dict[KeyId, PublicKey] = {}
         self._roots: _Index = {}
@@ -65,6 +71,7 @@ class TrustGraph:
         self._att_signer: _Index = {}
         self._org_roots: dict[str, list[KeyId]] = {}
         self._org_keys: dict[str, set[KeyId]] = {}
+        self._key_org: dict[str, str] = {}
         self._equivocating: dict[str, object] = {}
         self._witnessed: dict[str, dict[str, int]] = {}
         self._counts: dict[str, int] = {
@@ -81,6 +88,10 @@ class TrustGraph:
             True if the entry was indexed; False if ``(origin, index)`` was already added,
             or the record lacks a signature its kind requires (counted as ``skipped``).
         """
+        with self._lock:
+            return self._add(rec)
+
+    def _add(self, rec: LoggedRecord) -> bool:
         if self._mark_seen(rec.origin, rec.index):
             self._counts["duplicate"] += 1
             return False
@@ -104,6 +115,7 @@ class TrustGraph:
             roots = self._org_roots.setdefault(r.org, [])
             if kid not in roots:
                 roots.append(kid)
+            self._key_org[kid] = r.org
             self._org_keys.setdefault(r.org, set()).add(kid)
         elif isinstance(r, Delegation):
             if r.issuer not in signers:
@@ -112,7 +124,10 @@ class TrustGraph:
             self._keys.setdefault(kid, r.subject)
             _push(self._deleg_to, kid, rec)
             _push(self._deleg_from, r.issuer, rec)
-            self._org_keys.setdefault(r.org, set()).add(kid)
+            org = r.org if r.org is not None else self._key_org.get(r.issuer)
+            if org is not None:
+                self._key_org.setdefault(kid, org)
+                self._org_keys.setdefault(org, set()).add(kid)
         elif isinstance(r, Endorsement):
             if r.endorser not in signers:
                 return self._skip()
@@ -156,15 +171,18 @@ class TrustGraph:
         From now on every record of that origin loses trust in every verdict (copies of
         the same record in other logs still count). ``evidence`` is kept as given.
         """
-        self._equivocating.setdefault(origin, evidence)
+        with self._lock:
+            self._equivocating.setdefault(origin, evidence)
 
     def set_witnessed(self, origin: str, size: int, cosigners: Set[str]) -> None:
         """Entries ``0 <= index < size`` of ``origin`` are covered by a checkpoint of that
         size cosigned by ``cosigners`` (witness names). Coverage only ever grows."""
-        seen = self._witnessed.setdefault(origin, {})
-        for w in cosigners:
-            if seen.get(w, 0) < size:
-                seen[w] = size
+        with self._lock:
+            seen = dict(self._witnessed.get(origin, {}))
+            for w in cosigners:
+                if seen.get(w, 0) < size:
+                    seen[w] = size
+            self._witnessed[origin] = seen  # replaced whole: readers never see it change
 
     # --- queries ---------------------------------------------------------------------
 
@@ -236,13 +254,19 @@ class TrustGraph:
         """Root key ids declared for ``org``, in the order first seen."""
         return self._org_roots.get(org, [])
 
-    def org_keys(self, org: str) -> Set[KeyId]:
-        """Every key declared a root of, or delegated to act for, ``org``."""
-        return self._org_keys.get(org, set())
+    def org_keys(self, org: str) -> frozenset[KeyId]:
+        """Every key declared a root of, or delegated to act for, ``org`` (a copy).
+
+        A delegation without ``org`` acts for its issuer's org; it is indexed under that
+        org when the issuer's org was known when it was added (the org on a path is
+        decided by the path, see :mod:`ledger.trust.evaluate`)."""
+        with self._lock:
+            return frozenset(self._org_keys.get(org, ()))
 
     def orgs(self) -> tuple[str, ...]:
         """Every org named by a root record or delegation, sorted."""
-        return tuple(sorted(self._org_keys))
+        with self._lock:
+            return tuple(sorted(self._org_keys))
 
     def stats(self) -> dict[str, int]:
         """Counts of indexed records by kind, ``skipped``, ``duplicate`` and ``keys``."""

@@ -2,38 +2,45 @@
 
 ``impact(graph, K, at=..., since=...)`` walks DOWN from K (delegations it issued,
 rotations it signed, roots it endorsed, recursively) to find every key whose trust may
-hang from K, and the artefacts those keys attested. Each is then explained as usual and
-its accepted paths are split: a path relies on K when K is on it and is relied upon at or
-after ``since`` (always, without ``since``) -- exactly the paths a revocation of K with that
-``since`` would reject. An item loses trust when all its accepted paths rely on K; it keeps
-trust when one does not, and that path is reported as its alternative.
+hang from K, and the artefacts those keys attested. For each, a path *relies on K* when K
+is on it and is relied upon at or after ``since`` (always, without ``since``) -- exactly
+the paths a revocation of K with that ``since`` would reject. An item loses trust when all
+its accepted paths rely on K; it keeps trust when one does not, and that path is
+reported as its alternative.
 
 Invariants: only K's subtree is visited (bounded by ``limit`` items, reported as
-``truncated``); items not trusted today are counted, not listed; K itself is listed
-first. Per item, a search that never passes through K looks for an alternative first
-(accepted paths only, stopping at the first); failing that, a search through K says
-whether the item is trusted now (and, with ``since``, finds paths that rely on K only
-before ``since``). A search bound that leaves an answer unsure sets ``truncated``. Without a policy the structural rules apply (every root an anchor, endorsements
-allowed, no HSM, witness or algorithm rule).
+``truncated``); items not trusted now are counted, not listed; K itself is listed first.
+Per item: if it can reach a root at all without passing through K (a structural walk,
+memoised), a search that never passes through K looks for an alternative (accepted paths
+only, stopping at the first); failing that, a search through K says whether the item is
+trusted now (with ``since``, it also finds paths that rely on K only before ``since``).
+Attestations of one signer are first tried on that signer's accepted chain, evaluated
+again only below the signer. A search bound that leaves an answer unsure sets
+``truncated``. Without a policy the structural rules apply (every root an anchor,
+endorsements allowed, no HSM, witness or algorithm rule).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ledger.attestation import Attestation
 from ledger.keys import KeyId
 from ledger.records import Delegation, Endorsement, Rotation
-from ledger.trust.context import OPEN_MAX_PATH_LENGTH, Rules
-from ledger.trust.explain import explain_with
+from ledger.trust.context import OPEN_MAX_PATH_LENGTH, Link, Query, Rules
+from ledger.trust.evaluate import evaluate
+from ledger.trust.explain import collect
 from ledger.trust.graph import TrustGraph
 from ledger.trust.policy import Policy
-from ledger.trust.verdict import Explanation, TrustPath
+from ledger.trust.verdict import TrustPath
+from ledger.trust.weakest import with_weakest
 
 DEFAULT_IMPACT_LIMIT = 10_000
 _ITEM_LIMIT = 16
+_MAX_WALK = 10_000
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class ImpactItem:
         org: the org the key acts for (an artefact: its signer's org).
         names: artefact names carrying the digest.
         loses_trust: every accepted path relies on the revoked key.
-        alternative: the strongest accepted path that does not (None if it loses trust).
+        alternative: an accepted path that does not (None if it loses trust).
     """
 
     kind: Literal["key", "artefact"]
@@ -148,12 +155,13 @@ def impact(
         if len(keys) + len(digests) > limit:
             truncated = True
             break
+    judge = _Judge(graph, key_id, since=since, rules=rules, purpose=purpose, at=at)
     items: list[ImpactItem] = []
     untrusted = 0
     subjects: list[tuple[Literal["key", "artefact"], str]] = [("key", k) for k in keys]
-    subjects += [("artefact", "sha256:" + d) for d in digests]
+    subjects += [("artefact", d) for d in digests]
     for kind, subject in subjects[:limit]:
-        item, unsure = _judge(graph, kind, subject, key_id, since=since, rules=rules, purpose=purpose, at=at)
+        item, unsure = judge.of_key(subject) if kind == "key" else judge.of_artefact(subject)
         truncated = truncated or unsure
         if item is None:
             untrusted += 1
@@ -163,36 +171,104 @@ def impact(
     return Impact(key_id, since, at, tuple(items), _by_org(items), untrusted, truncated)
 
 
-def _judge(
-    graph: TrustGraph, kind: Literal["key", "artefact"], subject: str, key_id: KeyId, *,
-    since: int | None, rules: Rules, purpose: str | None, at: int,
-) -> tuple[ImpactItem | None, bool]:
-    """(the item, or None if it is not trusted now; whether a search bound left it unsure)."""
+class _Judge:
+    """Decides, item by item, whether trust is lost; shares work between items.
 
-    def search(*, avoid: frozenset[str] = frozenset(), stop_after: int = 1) -> Explanation:
-        return explain_with(graph, subject, rules=rules, purpose=purpose, at=at, kind=kind,
-                            limit=_ITEM_LIMIT, viable_only=True, avoid=avoid, stop_after=stop_after)
+    Shared: the revocation memos (one :class:`Query` family), which keys can structurally
+    reach a root without passing through K (no such key: no alternative to search for),
+    and each signer's last accepted chain (its other attestations are tried on it first).
+    """
 
-    unsure = False
-    if subject != key_id:
-        alt = search(avoid=frozenset({key_id}))
-        if alt.accepted:
-            return _item(kind, subject, alt.accepted[0], loses=False), False
-        unsure = alt.truncated
-    now = search(stop_after=1 if since is None else 0)  # without since every path through K relies on it
-    if not now.accepted:
-        return None, now.truncated
-    free = [p for p in now.accepted if not _relies_on(p, key_id, since)]
-    if free:
-        return _item(kind, subject, free[0], loses=False), False
-    return _item(kind, subject, now.accepted[0], loses=True), unsure or (since is not None and now.truncated)
+    def __init__(self, graph: TrustGraph, key: KeyId, *, since: int | None, rules: Rules,
+                 purpose: str | None, at: int) -> None:
+        self.graph, self.target, self.since, self.purpose, self.at = graph, key, since, purpose, at
+        self.base = Query(graph, rules, at)
+        self.free: dict[str, bool] = {}
+        self.prefix: dict[str, tuple[tuple[Link, ...], TrustPath]] = {}
+
+    def of_key(self, kid: str) -> tuple[ImpactItem | None, bool]:
+        """Judge key ``kid``."""
+        return self._judge("key", kid, [kid])
+
+    def of_artefact(self, digest: str) -> tuple[ImpactItem | None, bool]:
+        """Judge the artefact with sha256 ``digest`` (hex)."""
+        signers = [s for rec in self.graph.attestations_for(digest) for s in rec.signers]
+        return self._judge("artefact", digest, signers)
+
+    def _judge(self, kind: Literal["key", "artefact"], name: str, signers: Sequence[str]) -> tuple[ImpactItem | None, bool]:
+        unsure = False
+        if name != self.target and any(s != self.target and self._reaches_root_without_key(s) for s in signers):
+            q = self.base.fresh(limit=_ITEM_LIMIT, viable_only=True, avoid=frozenset({self.target}))
+            alt = [p for p in collect(q, kind, name, purpose=self.purpose, stop_when=_any) if p.accepted]
+            if alt:
+                return _item(kind, name, alt[0], loses=False, at=self.at), False
+            unsure = q.truncated
+        cached = self._via_prefix(name) if kind == "artefact" and self.since is None else None
+        if cached is not None:
+            return _item(kind, name, cached, loses=_relies_on(cached, self.target, None), at=self.at), unsure
+        q = self.base.fresh(limit=_ITEM_LIMIT, viable_only=True)
+        # without since, every path through K relies on it: the first accepted path decides
+        stop = _any if self.since is None else None
+        now = [p for p in collect(q, kind, name, purpose=self.purpose, stop_when=stop) if p.accepted]
+        if not now:
+            return None, q.truncated
+        if kind == "artefact":
+            links = tuple(Link(h.kind, h.record, h.from_key, h.to) for h in now[0].hops[:-1] if h.record)
+            self.prefix[now[0].hops[-1].from_key or ""] = (links, now[0])
+        free = [p for p in now if not _relies_on(p, self.target, self.since)]
+        if free:
+            return _item(kind, name, free[0], loses=False, at=self.at), False
+        unsure = unsure or (self.since is not None and q.truncated)
+        return _item(kind, name, now[0], loses=True, at=self.at), unsure
+
+    def _via_prefix(self, digest: str) -> TrustPath | None:
+        """An accepted path for an attestation of ``digest`` on a signer's cached chain."""
+        for rec in self.graph.attestations_for(digest):
+            for s in rec.signers:
+                cached = self.prefix.get(s)
+                if cached is not None:
+                    links, done = cached
+                    path = evaluate(self.base, (*links, Link("attestation", rec, s, "sha256:" + digest)),
+                                    purpose=self.purpose, reuse=done)
+                    if path.accepted:
+                        return path
+        return None
+
+    def _reaches_root_without_key(self, start: str) -> bool:
+        """Structurally (ignoring validity), can ``start`` reach a root avoiding K?"""
+        hit = self.free.get(start)
+        if hit is not None:
+            return hit
+        g = self.graph
+        seen, todo = {start}, [start]
+        hit = False
+        while todo and not hit:
+            k = KeyId(todo.pop())
+            if g.roots_of(k):
+                hit = True
+                break
+            parents = [r.record.issuer for r in g.delegations_to(k) if isinstance(r.record, Delegation)]
+            parents += [r.record.old for r in g.rotations_to(k) if isinstance(r.record, Rotation)]
+            for p in parents:
+                if p != self.target and p not in seen:
+                    seen.add(p)
+                    todo.append(p)
+            if len(seen) > _MAX_WALK:
+                hit = True  # too far to tell: let the search decide
+        self.free[start] = hit
+        return hit
 
 
-def _item(kind: Literal["key", "artefact"], subject: str, path: TrustPath, *, loses: bool) -> ImpactItem:
+def _any(path: TrustPath) -> bool:
+    return True
+
+
+def _item(kind: Literal["key", "artefact"], name: str, path: TrustPath, *, loses: bool, at: int) -> ImpactItem:
     last = path.hops[-1]
+    alternative = None if loses else with_weakest(path, at=at)
     if kind == "artefact":
-        return ImpactItem(kind, subject, last.org_from, last.names, loses, None if loses else path)
-    return ImpactItem(kind, subject, last.org_to, (), loses, None if loses else path)
+        return ImpactItem(kind, "sha256:" + name, last.org_from, last.names, loses, alternative)
+    return ImpactItem(kind, name, last.org_to, (), loses, alternative)
 
 
 def _relies_on(path: TrustPath, key: KeyId, since: int | None) -> bool:

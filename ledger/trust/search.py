@@ -15,6 +15,10 @@ Invariants:
 * Links that look valid where they are relied upon are explored first, so accepted
   paths are found before the bounds are spent on dead candidates. Validity itself is
   decided by :mod:`ledger.trust.evaluate`; here every structural chain is a candidate.
+* In ``viable_only`` mode under rules where every root is an anchor (admission, impact),
+  the walk does not go on above a usable root: a longer path through it (an endorsement
+  of it, a delegation to it) has the same links below it, more keys above them and a
+  narrower scope, so it is accepted only if the path anchored at that root is.
 """
 
 from __future__ import annotations
@@ -56,9 +60,13 @@ def _up(q: Query, key: KeyId, t: int, below: list[Link], on_path: set[str]) -> N
         return
     g = q.graph
     roots = _choose(q, g.roots_of(key), t)
+    anchored = False
     for rec in roots:
         if not q.viable_only or _usable(q, rec, t):
             _emit(q, below, Link("root", rec, None, key))
+            anchored = True
+    if anchored and q.viable_only and q.rules.anchors is None:
+        return  # every root is an anchor: any path going on above this one is dominated by it
     ups: list[tuple[bool, int, Link, KeyId]] = []
     for rec in _choose(q, g.delegations_to(key), t):
         d = rec.record

@@ -36,7 +36,12 @@ CRITERIA = (
     "fewest_witnesses", "weakest_algorithm", "exposure",
 )
 
-_Finding = tuple[int, str] | None
+def with_weakest(path: TrustPath, *, at: int, index: int = -1) -> TrustPath:
+    """``path`` with its weakest link named, pointing at position ``index`` of a list."""
+    w = weakest_of(path.hops, path.reasons, at=at)
+    if w is not None and index != -1:
+        w = WeakestLink(w.hop, w.criterion, w.why, index)
+    return TrustPath(path.hops, path.accepted, path.trust, path.reasons, w)
 
 
 def weakest_of(hops: Sequence[Hop], reasons: Sequence[Reason], *, at: int) -> WeakestLink | None:
@@ -46,11 +51,83 @@ def weakest_of(hops: Sequence[Hop], reasons: Sequence[Reason], *, at: int) -> We
     if reasons:
         r = reasons[0]
         return WeakestLink(len(hops) - 1 if r.hop is None else r.hop, r.code, r.message)
-    for name, rule in zip(CRITERIA, _RULES, strict=True):
-        found = rule(hops, at)
-        if found is not None:
-            return WeakestLink(found[0], name, found[1])
+    first = _first_of_each(hops)
+    for name in CRITERIA:
+        i = first.get(name)
+        if i is not None:
+            return WeakestLink(i, name, _WHY[name](hops, i, at))
     raise AssertionError("the exposure rule always applies")  # pragma: no cover
+
+
+def _first_of_each(hops: Sequence[Hop]) -> dict[str, int]:
+    """One pass over the hops: for each criterion that applies, the hop it names."""
+    found: dict[str, int] = {"exposure": len(hops) - 1}
+    links: list[int] = []
+    expiry: tuple[int, int] | None = None
+    low = high = len(hops[0].witnesses)
+    low_i = 0
+    for i, h in enumerate(hops):
+        k = h.kind
+        if k == "root" and h.hsm is False:
+            found.setdefault("software_root", i)
+        elif k == "transitive":
+            found.setdefault("transitive", i)
+        elif k in ("delegated", "rotation"):
+            links.append(i)
+            if k == "delegated" and any(is_wildcard(g) for g in h.scope.artefacts[-1]):
+                found.setdefault("widest_scope", i)
+        if h.join:
+            found.setdefault("join", i)
+        if h.not_after is not None and (expiry is None or h.not_after < expiry[0]):
+            expiry = (h.not_after, i)
+        n = len(h.witnesses)
+        if n < low:
+            low, low_i = n, i
+        high = max(high, n)
+        if h.alg == "p256":
+            found.setdefault("weakest_algorithm", i)
+    if len(links) >= LONG_CHAIN:
+        found["long_chain"] = links[-1]
+    if expiry is not None:
+        found["soonest_expiry"] = expiry[1]
+    if low < high:
+        found["fewest_witnesses"] = low_i
+    return found
+
+
+def _why_witnesses(hops: Sequence[Hop], i: int, at: int) -> str:
+    h = hops[i]
+    where = f"record {h.position.origin}#{h.position.index}"
+    if not h.witnesses:
+        return f"{where} is not covered by any witnessed checkpoint (others on the path are)"
+    return f"{where} has the fewest witnesses on the path ({len(h.witnesses)})"
+
+
+def _why_expiry(hops: Sequence[Hop], i: int, at: int) -> str:
+    na = hops[i].not_after
+    assert na is not None
+    if na < at:
+        return f"expired at {rfc3339(na)} (it was valid when relied upon)"
+    return f"expires first, at {rfc3339(na)}"
+
+
+_WHY: dict[str, Callable[[Sequence[Hop], int, int], str]] = {
+    "software_root": lambda hops, i, at: (
+        f"root key {hops[i].to} of org {hops[i].org_to} is a software key where an HSM key is expected"),
+    "transitive": lambda hops, i, at: (
+        f"{hops[i].from_key} ({hops[i].org_from}) endorses the root of {hops[i].org_to} without "
+        f"delegating to it: trust here is transitive"),
+    "join": lambda hops, i, at: f"the chain crosses from org {hops[i].org_from} into org {hops[i].org_to} here",
+    "long_chain": lambda hops, i, at: (
+        f"{sum(h.kind in ('delegated', 'rotation') for h in hops)} delegation/rotation links below the "
+        f"root; this is the deepest"),
+    "soonest_expiry": _why_expiry,
+    "widest_scope": lambda hops, i, at: f"delegation to {hops[i].to} grants every artefact name ('*')",
+    "fewest_witnesses": _why_witnesses,
+    "weakest_algorithm": lambda hops, i, at: (
+        "ECDSA P-256 key: a repeated signing nonce would expose it (Ed25519 is deterministic)"),
+    "exposure": lambda hops, i, at: "no weakness stands out; the link closest to the subject is the most exposed",
+}
 
 
 def strength(path: TrustPath) -> int:
@@ -60,80 +137,4 @@ def strength(path: TrustPath) -> int:
     return CRITERIA.index(path.weakest.criterion)
 
 
-def _software_root(hops: Sequence[Hop], at: int) -> _Finding:
-    for i, h in enumerate(hops):
-        if h.kind == "root" and h.hsm is False:
-            return i, f"root key {h.to} of org {h.org_to} is a software key where an HSM key is expected"
-    return None
-
-
-def _transitive(hops: Sequence[Hop], at: int) -> _Finding:
-    for i, h in enumerate(hops):
-        if h.kind == "transitive":
-            return i, (f"{h.from_key} ({h.org_from}) endorses the root of {h.org_to} without delegating "
-                       f"to it: trust here is transitive")
-    return None
-
-
-def _join(hops: Sequence[Hop], at: int) -> _Finding:
-    for i, h in enumerate(hops):
-        if h.join:
-            return i, f"the chain crosses from org {h.org_from} into org {h.org_to} here"
-    return None
-
-
-def _long_chain(hops: Sequence[Hop], at: int) -> _Finding:
-    links = [i for i, h in enumerate(hops) if h.kind in ("delegated", "rotation")]
-    if len(links) >= LONG_CHAIN:
-        return links[-1], f"{len(links)} delegation/rotation links below the root; this is the deepest"
-    return None
-
-
-def _soonest_expiry(hops: Sequence[Hop], at: int) -> _Finding:
-    dated = [(h.not_after, i) for i, h in enumerate(hops) if h.not_after is not None]
-    if not dated:
-        return None
-    na, i = min(dated)
-    if na < at:
-        return i, f"expired at {rfc3339(na)} (it was valid when relied upon)"
-    return i, f"expires first, at {rfc3339(na)}"
-
-
-def _widest_scope(hops: Sequence[Hop], at: int) -> _Finding:
-    for i, h in enumerate(hops):
-        if h.kind == "delegated" and h.scope.artefacts and any(is_wildcard(g) for g in h.scope.artefacts[-1]):
-            return i, f"delegation to {h.to} grants every artefact name ('*')"
-    return None
-
-
-def _fewest_witnesses(hops: Sequence[Hop], at: int) -> _Finding:
-    counts = [len(h.witnesses) for h in hops]
-    low = min(counts)
-    if low == max(counts):
-        return None
-    i = counts.index(low)
-    h = hops[i]
-    where = f"record {h.position.origin}#{h.position.index}"
-    if low == 0:
-        return i, f"{where} is not covered by any witnessed checkpoint (others on the path are)"
-    return i, f"{where} has the fewest witnesses on the path ({low})"
-
-
-def _weakest_algorithm(hops: Sequence[Hop], at: int) -> _Finding:
-    for i, h in enumerate(hops):
-        if h.alg == "p256":
-            return i, "ECDSA P-256 key: a repeated signing nonce would expose it (Ed25519 is deterministic)"
-    return None
-
-
-def _exposure(hops: Sequence[Hop], at: int) -> _Finding:
-    return len(hops) - 1, "no weakness stands out; the link closest to the subject is the most exposed"
-
-
-_RULES: tuple[Callable[[Sequence[Hop], int], _Finding], ...] = (
-    _software_root, _transitive, _join, _long_chain, _soonest_expiry, _widest_scope,
-    _fewest_witnesses, _weakest_algorithm, _exposure,
-)
-
-
-__all__ = ["CRITERIA", "LONG_CHAIN", "strength", "weakest_of"]
+__all__ = ["CRITERIA", "LONG_CHAIN", "strength", "weakest_of", "with_weakest"]

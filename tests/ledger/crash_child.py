@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from ledger.attestation import Artefact, make_statement
 from ledger.attestation import PAYLOAD_TYPE as INTOTO
+from ledger.attestation import Artefact, make_statement
 from ledger.entry import sign_record
 from ledger.envelope import sign_envelope
 from ledger.holdings import Holdings

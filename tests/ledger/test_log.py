@@ -257,3 +257,13 @@ def test_duplicates_within_one_group_commit_are_answered_after_it_is_durable(wor
         indexes = {r.index for r in results}  # type: ignore[union-attr]
         assert len(indexes) == 1
         assert sum(r.duplicate for r in results) == 4  # type: ignore[union-attr]
+
+
+def test_a_cancelled_submission_does_not_stop_the_sequencer(world: World) -> None:
+    futures = [world.log.submit(world.attest(f"pkg-cancel-{i}")) for i in range(50)]
+    cancelled = sum(f.cancel() for f in futures)
+    kept = [f.result(30) for f in futures if not f.cancelled()]
+    assert len(kept) + cancelled == 50
+    # the sequencer is alive and indexes stay contiguous
+    res = world.log.append(world.attest("pkg-after-cancel"))
+    assert res.index == 2 + len(kept)

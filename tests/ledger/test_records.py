@@ -230,6 +230,8 @@ WRONG: dict[str, list[Any]] = {
 @pytest.mark.parametrize(("kind", "name"), FIELDS, ids=[f"{k.kind}.{n}" for k, n in FIELDS])
 def test_wrong_type_is_named(kind: type[KeyRecord], name: str) -> None:
     for bad in WRONG[name]:
+        if kind is Delegation and name == "org" and bad is None:
+            continue  # nil: the subject acts for the issuer's org (test_delegation_org_may_be_nil)
         value = dict(VALID[kind], **{name: bad})
         with pytest.raises(RecordError) as info:
             _parse(kind, value)
@@ -508,3 +510,10 @@ def test_required_signers() -> None:
     assert required_signers(Endorsement(K2, "acme", K1, ("release",), 0, None, 0)) == (K2,)
     assert required_signers(Revocation(K2, K1, 5, "old", 0)) == (K2,)
     assert required_signers(Rotation(K1, RFC8032_2, 0)) == (K1, K2)  # both old and new
+
+
+def test_delegation_org_may_be_nil() -> None:
+    value = dict(VALID[Delegation], org=None)
+    record = _parse(Delegation, value)
+    assert record.org is None
+    assert Delegation.from_payload(record.to_payload()) == record

@@ -1,0 +1,409 @@
+"""The verdict for an artefact: attestation -> signer -> delegations -> root, every record proven.
+
+One code path decides, whatever the evidence came from: a bundle file (offline), a bundle
+fetched from a node (online: the node only supplies evidence, it is not trusted for the
+verdict), or the logs held in process (:func:`verify_held` builds the same bundle first).
+
+Steps of :func:`verify_bundle`, all against a verification time ``at`` fixed by the caller:
+
+1. :func:`ledger.bundle.check_bundle`: each checkpoint note verifies with its log's vkey,
+   every signature line with a bundled key, every entry is included in its checkpoint.
+2. Which log keys to trust (a log key vouches for entry positions and integration times,
+   which the trust rules rely on): a log is trusted if its vkey is pinned for its origin
+   by the caller, or if its key is delegated for the purpose ``log``, with a scope that
+   covers the origin, along a path :func:`ledger.trust.explain` accepts under the
+   consumer's policy -- with ``log`` added to every anchor's purposes: anchoring a root
+   also lets it name its organisation's log keys. That path may only use records of logs
+   already trusted or of the log itself (a fixpoint); a pinned origin whose bundled vkey
+   differs is never trusted. See ``docs/bundles.md``.
+3. Only records of trusted logs enter the trust graph; witness cosignatures count toward
+   the policy's quorum only for cosigner keys the caller trusts.
+4. :func:`ledger.trust.explain` over that graph gives the verdict and its paths; this
+   module adds each record's inclusion proof and log to every hop.
+
+Invariants: a tampered or malformed bundle is a *not trusted* verdict naming the reason,
+never an exception; :class:`Verdict` carries everything a renderer shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from ledger.bundle import (
+    Bundle,
+    CheckedBundle,
+    CheckedLog,
+    CheckedRecord,
+    Cosignature,
+    Holder,
+    build_bundle,
+    check_bundle,
+)
+from ledger.errors import InputError, NotFoundError, UntrustedError
+from ledger.keys import KeyId
+from ledger.trust.explain import explain
+from ledger.trust.graph import TrustGraph
+from ledger.trust.policy import Policy
+from ledger.trust.verdict import Explanation, Hop, TrustKind, TrustPath, WeakestLink, rfc3339
+
+LogBasis = Literal["pinned", "delegated", "untrusted"]
+
+
+@dataclass(frozen=True)
+class LogVerdict:
+    """Whether the verifier trusts one log's key, and the checkpoint it signed.
+
+    Attributes:
+        origin: the log's origin.
+        vkey: its verifier key, as the bundle carries it.
+        key_id: ledger key id of the log key (the subject of a ``log`` delegation).
+        tree_size: size of the checkpoint every proof of this log is checked against.
+        root: that checkpoint's root hash.
+        basis: ``pinned`` (the caller pins this vkey for this origin), ``delegated`` (a
+            ``log`` delegation from an anchored root covers the origin) or ``untrusted``.
+        why: one line explaining ``basis``.
+        path: the accepted delegation path of the log key (``delegated`` only).
+        cosignatures: verified witness cosignatures on the checkpoint.
+        counted_witnesses: names of the cosigners the caller trusts (they count for the quorum).
+    """
+
+    origin: str
+    vkey: str
+    key_id: KeyId
+    tree_size: int
+    root: bytes
+    basis: LogBasis
+    why: str
+    path: TrustPath | None = None
+    cosignatures: tuple[Cosignature, ...] = ()
+    counted_witnesses: tuple[str, ...] = ()
+
+    @property
+    def trusted(self) -> bool:
+        """True unless ``basis`` is ``untrusted``."""
+        return self.basis != "untrusted"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "origin": self.origin, "vkey": self.vkey, "key_id": self.key_id, "tree_size": self.tree_size,
+            "root": self.root.hex(), "trusted": self.trusted, "basis": self.basis, "why": self.why,
+            "path": None if self.path is None else self.path.to_dict(),
+            "cosignatures": [
+                {"name": c.name, "vkey": c.vkey, "timestamp": c.timestamp, "time": rfc3339(c.timestamp * 1000)}
+                for c in self.cosignatures
+            ],
+            "counted_witnesses": list(self.counted_witnesses),
+        }
+
+
+@dataclass(frozen=True)
+class Inclusion:
+    """A record's proven place: included at ``index`` in ``origin``'s tree of ``tree_size``."""
+
+    origin: str
+    index: int
+    leaf_hash: bytes
+    tree_size: int
+    root: bytes
+    proof: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, rec: CheckedRecord) -> Inclusion:
+        """The inclusion a checked record was proven with."""
+        g = rec.logged
+        return cls(g.origin, g.index, g.leaf_hash, rec.tree_size, rec.root, rec.proof)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "origin": self.origin, "index": self.index, "leaf_hash": self.leaf_hash.hex(),
+            "tree_size": self.tree_size, "root": self.root.hex(), "proof": [p.hex() for p in self.proof],
+            "verified": True,
+        }
+
+
+@dataclass(frozen=True)
+class Link:
+    """One hop of the chosen path with the proof of its record and the log that holds it."""
+
+    hop: Hop
+    inclusion: Inclusion | None
+    log: LogVerdict | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: the hop's fields plus ``inclusion`` and ``log``."""
+        return {
+            **self.hop.to_dict(),
+            "inclusion": None if self.inclusion is None else self.inclusion.to_dict(),
+            "log": None if self.log is None else {"origin": self.log.origin, "basis": self.log.basis},
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Can this artefact be trusted, and why: the result :func:`verify_bundle` explains.
+
+    Attributes:
+        artefact: ``sha256:<hex>`` asked about.
+        trusted: the verdict.
+        trust: ``delegated`` or ``transitive`` when trusted.
+        at: verification time (Unix ms).
+        reasons: why not trusted (empty when trusted).
+        explanation: the trust engine's answer over the proven records (None when the
+            evidence itself failed).
+        logs: each log of the evidence and whether its key is trusted.
+        inclusions: the inclusion of every record of a trusted log, by (origin, index).
+        notes: what else a reader should know (skipped records, offline limits).
+        evidence_time: newest counted cosignature time, else newest entry time (Unix ms):
+            how fresh the evidence is known to be.
+    """
+
+    artefact: str
+    trusted: bool
+    trust: TrustKind | None
+    at: int
+    reasons: tuple[str, ...]
+    explanation: Explanation | None = None
+    logs: tuple[LogVerdict, ...] = ()
+    inclusions: Mapping[tuple[str, int], Inclusion] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    evidence_time: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 trusted, 1 not trusted (the CLI contract)."""
+        return 0 if self.trusted else 1
+
+    @property
+    def path(self) -> TrustPath | None:
+        """The path the verdict rests on (when not trusted: the closest candidate)."""
+        if self.explanation is None or not self.explanation.paths:
+            return None
+        return self.explanation.paths[0]
+
+    @property
+    def weakest_link(self) -> WeakestLink | None:
+        """The weakest link of :attr:`path`."""
+        return None if self.explanation is None else self.explanation.weakest_link
+
+    def links(self) -> tuple[Link, ...]:
+        """The hops of :attr:`path` from the artefact down to the root, each with its proof."""
+        path = self.path
+        if path is None:
+            return ()
+        logs = {g.origin: g for g in self.logs}
+        return tuple(
+            Link(h, self.inclusions.get((h.position.origin, h.position.index)), logs.get(h.position.origin))
+            for h in reversed(path.hops)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``path`` runs artefact first, root last)."""
+        return {
+            "artefact": self.artefact, "trusted": self.trusted, "trust": self.trust, "at": self.at,
+            "time": rfc3339(self.at), "reasons": list(self.reasons),
+            "path": [link.to_dict() for link in self.links()],
+            "weakest_link": None if self.weakest_link is None else self.weakest_link.to_dict(),
+            "logs": [g.to_dict() for g in self.logs],
+            "notes": list(self.notes),
+            "evidence_time": self.evidence_time,
+            "explanation": None if self.explanation is None else self.explanation.to_dict(),
+        }
+
+
+def verify_bundle(
+    bundle: Bundle | bytes,
+    artefact: str,
+    *,
+    policy: Policy,
+    at: int,
+    pinned_logs: Mapping[str, str] | None = None,
+    witnesses: Collection[str] = (),
+    max_age: int | None = None,
+) -> Verdict:
+    """Verify ``artefact`` (``sha256:<hex>`` or hex) with the evidence of ``bundle`` alone.
+
+    Args:
+        bundle: a parsed bundle or the bytes of a bundle file.
+        artefact: the digest of the artefact in hand (never taken from the bundle).
+        policy: the consumer's policy (anchors, rules).
+        at: verification time, Unix ms, fixed once by the caller.
+        pinned_logs: log vkeys the caller trusts, by origin.
+        witnesses: cosigner vkeys whose cosignatures count toward ``policy.witness_quorum``.
+        max_age: if given, the evidence must be at most this old (ms) at ``at``; older
+            evidence is reported as a freeze and not trusted.
+
+    Raises:
+        InputError: ``artefact`` is not a sha256 digest (a caller error, not evidence).
+    """
+    digest = _digest(artefact)
+    subject = "sha256:" + digest
+    try:
+        parsed = bundle if isinstance(bundle, Bundle) else Bundle.from_bytes(bundle)
+        checked = check_bundle(parsed, now=at)
+    except (InputError, UntrustedError) as e:
+        return Verdict(subject, False, None, at, (f"bundle rejected: {e.message}",))
+    if checked.artefact != digest:
+        return Verdict(subject, False, None, at, (
+            f"the bundle is about sha256:{checked.artefact}, not this artefact ({subject})",
+        ))
+    counted = {g.origin: tuple(sorted({c.name for c in g.cosignatures if c.vkey in witnesses})) for g in checked.logs}
+    logs = _decide_logs(checked, policy, at, pinned_logs or {}, counted)
+    trusted_origins = {g.origin for g in logs if g.trusted}
+    graph = _graph(checked, trusted_origins, counted)
+    answer = explain(graph, subject, purpose="release", at=at, policy=policy, kind="artefact")
+    inclusions = {
+        (r.logged.origin, r.logged.index): Inclusion.of(r) for r in checked.records if r.logged.origin in trusted_origins
+    }
+    notes = [
+        f"record {r.logged.origin}#{r.logged.index} has no signature a bundled key verifies: {r.problem}"
+        for r in checked.records if r.problem
+    ]
+    evidence_time = _evidence_time(checked, logs)
+    reasons = _reasons(answer)
+    if reasons:
+        reasons[:0] = [f"log {g.origin} is not trusted: {g.why}" for g in logs if not g.trusted]
+    if max_age is not None and (evidence_time is None or at - evidence_time > max_age):
+        age = "unknown" if evidence_time is None else f"{(at - evidence_time) // 1000}s"
+        reasons.append(f"evidence is stale (freeze): newest known time {age} old, limit {max_age // 1000}s")
+    trusted = answer.trusted and not reasons
+    return Verdict(
+        subject, trusted, answer.trust if trusted else None, at, tuple(reasons), answer, tuple(logs),
+        inclusions, (*notes, *answer.notes), evidence_time,
+    )
+
+
+def verify_held(
+    holder: Holder,
+    artefact: str,
+    *,
+    policy: Policy,
+    at: int,
+    notes: Mapping[str, str] | None = None,
+    witnesses: Collection[str] = (),
+    pinned_logs: Mapping[str, str] | None = None,
+) -> Verdict:
+    """Verify ``artefact`` against the logs held in process, by the same path as a bundle.
+
+    The bundle is built from ``holder`` (:func:`ledger.bundle.build_bundle`) and verified
+    with :func:`verify_bundle`; ``witnesses`` are both bundled and counted.
+    """
+    digest = _digest(artefact)
+    try:
+        bundle = build_bundle(holder, digest, notes=notes, witnesses=tuple(witnesses))
+    except NotFoundError as e:
+        return Verdict("sha256:" + digest, False, None, at, (e.message,))
+    return verify_bundle(bundle, digest, policy=policy, at=at, pinned_logs=pinned_logs, witnesses=witnesses)
+
+
+# --- internals ---------------------------------------------------------------------------------
+
+
+def _digest(artefact: str) -> str:
+    digest = artefact.removeprefix("sha256:")
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise InputError(f"not a sha256 digest (want sha256:<64 lowercase hex>): {artefact[:80]!r}")
+    return digest
+
+
+def _graph(checked: CheckedBundle, origins: Collection[str], counted: Mapping[str, tuple[str, ...]]) -> TrustGraph:
+    """The trust graph of the records of ``origins``, with the witness coverage the caller counts."""
+    graph = TrustGraph()
+    for r in checked.records:
+        if r.logged.origin in origins:
+            graph.add(r.logged)
+    for g in checked.logs:
+        if g.origin in origins and counted.get(g.origin):
+            graph.set_witnessed(g.origin, g.checkpoint.size, set(counted[g.origin]))
+    return graph
+
+
+def _decide_logs(
+    checked: CheckedBundle, policy: Policy, at: int, pinned: Mapping[str, str], counted: Mapping[str, tuple[str, ...]]
+) -> list[LogVerdict]:
+    """Which log keys to trust: pinned ones, then (to a fixpoint) ``log``-delegated ones."""
+    decided: dict[str, LogVerdict] = {}
+    pending: dict[str, CheckedLog] = {}
+    for g in checked.logs:
+        want = pinned.get(g.origin)
+        if want == g.vkey:
+            decided[g.origin] = _log_verdict(g, "pinned", "the verifier pins this log key", None, counted)
+        elif want is not None:
+            decided[g.origin] = _log_verdict(
+                g, "untrusted", f"the verifier pins another key for this origin ({want})", None, counted
+            )
+        else:
+            pending[g.origin] = g
+    why_not: dict[str, str] = {}
+    log_policy = _log_policy(policy)
+    progress = True
+    while pending and progress:
+        progress = False
+        trusted = {o for o, v in decided.items() if v.trusted}
+        for origin in sorted(pending):
+            g = pending[origin]
+            path, why = _log_delegation(_graph(checked, trusted | {origin}, counted), g, log_policy, at)
+            if path is None:
+                why_not[origin] = why
+                continue
+            decided[origin] = _log_verdict(g, "delegated", why, path, counted)
+            del pending[origin]
+            progress = True
+            trusted.add(origin)
+    for origin, g in pending.items():
+        decided[origin] = _log_verdict(g, "untrusted", why_not[origin], None, counted)
+    return [decided[o] for o in sorted(decided)]
+
+
+def _log_policy(policy: Policy) -> Policy:
+    """``policy`` with every anchor also trusted to name its logs' keys (purpose ``log``)."""
+    anchors = tuple(
+        a if "log" in a.purposes else replace(a, purposes=tuple(sorted((*a.purposes, "log"))))
+        for a in policy.anchors
+    )
+    return replace(policy, anchors=anchors)
+
+
+def _log_delegation(graph: TrustGraph, log: CheckedLog, policy: Policy, at: int) -> tuple[TrustPath | None, str]:
+    answer = explain(graph, log.key_id, purpose="log", at=at, policy=policy, kind="key")
+    covering = [p for p in answer.accepted if p.hops and p.hops[-1].scope.covers(log.origin)]
+    if covering:
+        root = covering[0].hops[0]
+        return covering[0], f"log key delegated for purpose 'log' from anchored root {root.to} (org {root.org_to})"
+    if answer.accepted:
+        return None, f"the log key's 'log' delegation does not cover origin {log.origin!r}"
+    first = answer.paths[0].reasons[0].message if answer.paths and answer.paths[0].reasons else None
+    detail = first or (answer.notes[0] if answer.notes else "no path")
+    return None, f"not pinned, and no accepted 'log' delegation to key {log.key_id}: {detail}"
+
+
+def _log_verdict(
+    g: CheckedLog, basis: LogBasis, why: str, path: TrustPath | None, counted: Mapping[str, tuple[str, ...]]
+) -> LogVerdict:
+    return LogVerdict(
+        g.origin, g.vkey, g.key_id, g.checkpoint.size, g.checkpoint.root, basis, why, path,
+        g.cosignatures, counted.get(g.origin, ()),
+    )
+
+
+def _evidence_time(checked: CheckedBundle, logs: list[LogVerdict]) -> int | None:
+    counted = [c.timestamp * 1000 for g in logs if g.trusted for c in g.cosignatures if c.name in g.counted_witnesses]
+    if counted:
+        return max(counted)
+    trusted = {g.origin for g in logs if g.trusted}
+    times = [r.logged.ts for r in checked.records if r.logged.origin in trusted]
+    return max(times) if times else None
+
+
+def _reasons(answer: Explanation) -> list[str]:
+    if answer.trusted:
+        return []
+    if answer.paths and answer.paths[0].reasons:
+        return [r.message for r in answer.paths[0].reasons]
+    return list(answer.notes) or ["no chain from an anchored root reaches the artefact"]
+
+
+__all__ = ["Inclusion", "Link", "LogBasis", "LogVerdict", "Verdict", "verify_bundle", "verify_held"]

@@ -1,0 +1,110 @@
+"""Write endpoints: ``POST /v1/entries`` (one DSSE envelope) and ``POST /v1/entries:batch``.
+
+A submission is authenticated by its own signatures; the node answers only once the
+entry is durable, with the checkpoint covering it and the inclusion proof against it.
+
+Replies: 201 appended; 409 duplicate (same body shape, the existing index: RELIABILITY
+L4); 400 malformed; 403 bad signature or signer not admitted; 413 too large (refused
+before the body is buffered); 415 wrong content type; 429 rate limit; 503 queue full
+(both with Retry-After). The batch endpoint answers 200 with one result per envelope, in
+order, each with its own status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ledger.encoding import decode
+from ledger.envelope import Envelope
+from ledger.errors import EncodingError, InputError, TooLargeError
+from node.limits import read_body
+from node.routes._common import (
+    JSON_TYPES,
+    MSGPACK_TYPES,
+    UnsupportedMediaError,
+    media_type,
+    parse_json,
+)
+from node.state import CONFIG, RUNTIME
+
+routes = web.RouteTableDef()
+_ACCEPTED = ", ".join(sorted(JSON_TYPES | MSGPACK_TYPES))
+
+
+def _kind(request: web.Request) -> str:
+    ctype = media_type(request)
+    if ctype in JSON_TYPES:
+        return "json"
+    if ctype in MSGPACK_TYPES:
+        return "msgpack"
+    raise UnsupportedMediaError(
+        f"content type {ctype or 'none'!r} is not accepted", hint=f"send one of {_ACCEPTED}"
+    )
+
+
+def parse_envelope(kind: str, body: bytes) -> Envelope:
+    """One envelope from a request body (DSSE JSON or canonical msgpack)."""
+    if not body:
+        raise EncodingError("empty body: want a DSSE envelope")
+    if kind == "json":
+        return Envelope.from_json(body)
+    return Envelope.from_msgpack(body)
+
+
+def parse_batch(kind: str, body: bytes, max_batch: int) -> list[Envelope | InputError]:
+    """The envelopes of a batch body: JSON ``{"envelopes": [...]}`` or a msgpack array.
+
+    A malformed envelope becomes its error in the list (answered in its place), so one
+    bad element does not sink the batch.
+
+    Raises:
+        TooLargeError: more than ``max_batch`` envelopes.
+        InputError: the body itself is malformed.
+    """
+    if not body:
+        raise EncodingError("empty body: want a batch of DSSE envelopes")
+    items: Any
+    if kind == "json":
+        doc = parse_json(body)
+        if not isinstance(doc, dict) or set(doc) != {"envelopes"}:
+            raise EncodingError('batch: want a JSON object {"envelopes": [...]}')
+        items = doc["envelopes"]
+    else:
+        items = decode(body, max_size=len(body))
+    if not isinstance(items, list) or not items:
+        raise EncodingError("batch: want a non-empty list of envelopes")
+    if len(items) > max_batch:
+        raise TooLargeError(f"batch has {len(items)} envelopes, limit {max_batch}", limit=max_batch)
+    out: list[Envelope | InputError] = []
+    for item in items:
+        try:
+            out.append(Envelope.from_dict(item) if kind == "json" else Envelope.from_value(item))
+        except InputError as e:
+            out.append(e)
+    return out
+
+
+@routes.post("/v1/entries")
+async def post_entry(request: web.Request) -> web.Response:
+    """Append one DSSE envelope; 201 (or 409 duplicate) once durable."""
+    kind = _kind(request)
+    limits = request.app[CONFIG].limits
+    envelope = parse_envelope(kind, await read_body(request, limits.max_body_bytes))
+    accepted = await request.app[RUNTIME].open_submitter().submit(envelope)
+    status = 409 if accepted.result.duplicate else 201
+    return web.json_response(accepted.to_dict(), status=status)
+
+
+@routes.post("/v1/entries:batch")
+async def post_batch(request: web.Request) -> web.Response:
+    """Append up to ``limits.max_batch`` envelopes; 200 with per-envelope results in order."""
+    kind = _kind(request)
+    limits = request.app[CONFIG].limits
+    items = parse_batch(kind, await read_body(request, limits.max_batch_body_bytes), limits.max_batch)
+    outcome = await request.app[RUNTIME].open_submitter().submit_many(items)
+    return web.json_response(outcome.to_dict(), status=200)
+
+
+__all__ = ["parse_batch", "parse_envelope", "routes"]

@@ -1,0 +1,155 @@
+"""Run a node: ``python -m node.server --config FILE [--ready-file FILE]``.
+
+Start-up: load the config, build the app, open the store, bind (port 0: an ephemeral
+port), then announce the bound URL on stdout and, if asked, in a ready file (JSON
+``{"url", "pid", "origin", "vkey"}``, written atomically) so a parent process knows the
+node is up.
+
+Shutdown on SIGTERM or SIGINT is graceful: the listening socket closes, in-flight
+requests get ``shutdown_timeout`` seconds to finish, then the sequencer commits every
+queued submission (durably) and the store is closed. Nothing acknowledged is lost, and
+nothing queued is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ledger.errors import TurtlesError
+from node.app import CleanupCtx, create_app
+from node.config import NodeConfig, load_config
+from node.state import RUNTIME
+
+log = logging.getLogger("turtles.node")
+
+
+def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """The TLS context for serving HTTPS, when ``[tls]`` has cert and key."""
+    tls = config.tls
+    if tls.cert is None or tls.key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    except (OSError, ssl.SSLError) as e:
+        raise TurtlesError(f"cannot load TLS certificate {tls.cert} / key {tls.key}: {e}") from e
+    return ctx
+
+
+def write_ready_file(path: Path, info: dict[str, Any]) -> None:
+    """Write ``info`` as JSON to ``path`` atomically (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+async def serve(
+    config: NodeConfig,
+    *,
+    stop: asyncio.Event,
+    ready: Callable[[dict[str, Any]], None] | None = None,
+    app: web.Application | None = None,
+    shutdown_timeout: float = 30.0,
+) -> None:
+    """Serve ``config``'s node until ``stop`` is set, then shut down gracefully.
+
+    Args:
+        config: the node configuration.
+        stop: set it to stop the node.
+        ready: called once the node listens, with ``{"url", "pid", "origin", "vkey"}``.
+        app: a prebuilt app (default: ``create_app(config)``).
+        shutdown_timeout: seconds in-flight requests get to finish at shutdown.
+    """
+    app = app if app is not None else create_app(config)
+    runner = web.AppRunner(app, handler_cancellation=False, shutdown_timeout=shutdown_timeout, access_log=None)
+    await runner.setup()
+    try:
+        context = server_ssl_context(config)
+        site = web.TCPSite(runner, config.node.host, config.node.port, ssl_context=context)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        shown = f"[{host}]" if ":" in host else host
+        own = app[RUNTIME].own_log()
+        info = {
+            "url": f"{config.scheme}://{shown}:{port}",
+            "public_url": config.node.public_url,
+            "pid": os.getpid(),
+            "origin": own.origin,
+            "vkey": own.vkey,
+        }
+        if ready is not None:
+            ready(info)
+        await stop.wait()
+        log.info("stopping: finishing in-flight requests and queued commits")
+    finally:
+        await runner.cleanup()
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run(
+    config: NodeConfig, *, ready_file: Path | None = None,
+    extra_cleanup_ctx: Sequence[CleanupCtx] = (), extra_routes: Sequence[web.RouteTableDef] = (),
+    extra_openapi_paths: Mapping[str, Any] | None = None,
+) -> None:
+    """Run a node until SIGTERM/SIGINT; print the bound URL and write ``ready_file``.
+
+    ``extra_*`` are passed to :func:`node.app.create_app` (the replication/witness hook).
+    """
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+
+    def announce(info: dict[str, Any]) -> None:
+        print(f"turtles node {info['origin']} listening on {info['url']}", flush=True)
+        if ready_file is not None:
+            write_ready_file(ready_file, info)
+
+    app = create_app(
+        config, extra_cleanup_ctx=extra_cleanup_ctx, extra_routes=extra_routes,
+        extra_openapi_paths=extra_openapi_paths,
+    )
+    await serve(config, stop=stop, ready=announce, app=app)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m node.server --config FILE [--ready-file FILE]``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m node.server", description="Run a turtles node.")
+    parser.add_argument("--config", required=True, metavar="FILE", help="node config (TOML)")
+    parser.add_argument("--ready-file", metavar="FILE", help="write {url, pid, origin, vkey} here once up")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        asyncio.run(run(config, ready_file=Path(args.ready_file) if args.ready_file else None))
+    except TurtlesError as e:
+        hint = f" (hint: {e.hint})" if e.hint else ""
+        print(f"turtles node: error: {e.message}{hint}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"turtles node: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["install_signal_handlers", "main", "run", "serve", "server_ssl_context", "write_ready_file"]
+
+if __name__ == "__main__":
+    sys.exit(main())
