@@ -27,7 +27,7 @@ bench: bootstrap
 	$(VENV)/python -m bench.run --quick
 
 reliability: bootstrap
-	$(VENV)/python -m pytest -q -m slow tests
+	$(VENV)/python -m pytest -q -m "slow or scenario" tests
 
 clean:
 	rm -rf .venv run .pytest_cache .mypy_cache .ruff_cache .hypothesis

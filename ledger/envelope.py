@@ -203,6 +203,7 @@ class Envelope:
         if not verified:
             raise UnknownSignerError(
                 "envelope has no signature by a known key",
+                hint="a key may sign only once a root or delegation record in this log introduces it",
                 key_ids=[s.keyid for s in self.signatures],
             )
         return tuple(verified)

@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal, NewType, Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -92,7 +92,7 @@ class PublicKey:
             raise KeyFormatError("public key: want 1..4096 bytes of DER SubjectPublicKeyInfo")
         try:
             key = serialization.load_der_public_key(der)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
             raise KeyFormatError(f"public key: not a DER SubjectPublicKeyInfo ({e})") from e
         pub = cls.from_crypto(key)
         if pub.der != der:
@@ -106,7 +106,7 @@ class PublicKey:
             raise KeyFormatError("public key PEM is too large")
         try:
             key = serialization.load_pem_public_key(pem)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
             raise KeyFormatError(f"not a PEM public key ({e})") from e
         return cls.from_crypto(key)
 
@@ -205,7 +205,7 @@ class SoftwareSigner:
         except TypeError as e:
             # cryptography says TypeError when a passphrase is missing or superfluous.
             raise KeyFormatError(f"private key: {e}") from e
-        except ValueError as e:
+        except (ValueError, UnsupportedAlgorithm) as e:
             raise KeyFormatError(
                 f"private key: not a PEM private key, or wrong passphrase ({e})"
             ) from e

@@ -30,6 +30,8 @@ timestamps never go backwards; the log never appends a record it has not verifie
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 import os
 import queue
 import struct
@@ -53,6 +55,7 @@ from ledger.errors import (
     NotFoundError,
     OverloadedError,
     SignatureError,
+    StorageError,
     TurtlesError,
     UnavailableError,
     UnknownSignerError,
@@ -61,7 +64,9 @@ from ledger.keys import KeyId, PublicKey, Signer
 from ledger.reader import LogReader
 from ledger.records import RootRecord, Rotation, parse_key_record, required_signers
 from ledger.store import Batch, Database, Head, LogStore, index_key, key_index_key, record_key
+from ledger.watermark import Mark, Watermark
 
+_LOG = logging.getLogger("turtles.ledger.log")
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_QUEUE = 8192
 _PREPARE_CHUNK = 64  # envelopes per verification task in append_many (amortises the pool's overhead)
@@ -153,6 +158,8 @@ class Log(LogReader):
         self._queued = 0
         self._queued_lock = threading.Lock()
         self._last_ts = self._read_last_ts()
+        self._watermark = _watermark_of(store)
+        self._check_watermark()
         plan = merkle.tree_hash_plan(self._head.size)
         self._frontier: dict[merkle.Coord, bytes] = dict(zip(plan, store.hashes(plan), strict=True))
         self._record_ids = _RecordIdFilter.of(store.record_ids(), self._head.size)
@@ -173,6 +180,13 @@ class Log(LogReader):
             raise InputError("a log key must be Ed25519 (C2SP signed notes)")
         store.create({"origin": origin, "vkey": verifier_key(origin, signer.public_key.raw), "kind": "own"})
         return cls(store, signer=signer, gate=gate, **kw)  # type: ignore[arg-type]
+
+    def checkpoint(self) -> str:
+        """The latest signed checkpoint note (an open log always has one: it signs on open)."""
+        note = self._checkpoint
+        if note is None:
+            raise CorruptionError(f"log {self.origin} has no signed checkpoint")
+        return note
 
     # --- appends ---------------------------------------------------------------------------
 
@@ -202,8 +216,13 @@ class Log(LogReader):
         return req.future
 
     def append(self, envelope: Envelope, *, timeout: float | None = 60) -> AppendResult:
-        """Append one envelope and wait until it is durable (see :meth:`submit`)."""
-        prepared = self.try_prepare(envelope)
+        """Append one envelope and wait until it is durable (see :meth:`submit`).
+
+        The signatures are verified in the log's pool (one thread per CPU), not in the
+        caller's thread: with many concurrent callers, fewer threads then contend for the
+        GIL with the sequencer, whose every fsync would otherwise end in a long wait for it.
+        """
+        prepared = self._verify_pool().submit(self.try_prepare, envelope).result()
         return self.submit(envelope, prepared).result(timeout)
 
     def append_many(self, envelopes: Sequence[Envelope]) -> list[AppendResult | TurtlesError]:
@@ -279,6 +298,11 @@ class Log(LogReader):
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout)
+        if self._watermark is not None:
+            try:
+                self._watermark.close()
+            except StorageError as e:  # the mark was synced when written; closing adds nothing
+                _LOG.warning("%s", e.message)
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
@@ -310,7 +334,23 @@ class Log(LogReader):
     def _integrate(self, requests: list[_Request]) -> None:
         pending = list(requests)
         while pending:
-            pending = self._integrate_some(pending)
+            try:
+                pending = self._integrate_some(pending)
+            except Exception as e:  # a bug or an unexpected library error: fail the batch, keep the log
+                _LOG.exception("log %s: unexpected error integrating a batch", self.origin)
+                error = CorruptionError(f"log {self.origin}: unexpected error integrating a batch: {e!r}")
+                for req in pending:
+                    if not req.future.done():
+                        req.future.set_exception(error)
+                self._reload()
+                return
+
+    def _reload(self) -> None:
+        """Re-read the durable state after an unexpected error (memory may be ahead of it)."""
+        self._head = self._store.head()
+        self._last_ts = self._read_last_ts()
+        plan = merkle.tree_hash_plan(self._head.size)
+        self._frontier = dict(zip(plan, self._store.hashes(plan), strict=True))
 
     def _integrate_some(self, requests: list[_Request]) -> list[_Request]:
         """Commit a prefix of ``requests`` ending at the first key record; return the rest."""
@@ -420,8 +460,18 @@ class Log(LogReader):
             return known[0][0]
         return None
 
+    def _covered_size(self) -> int:
+        """Tree size of the checkpoint held in memory."""
+        note = self._checkpoint or ""
+        return Checkpoint.parse(note.split("\n\n", 1)[0] + "\n").size if note else 0
+
     def _result(self, index: int, *, duplicate: bool) -> AppendResult:
+        if self._covered_size() <= index:
+            # The batch holding ``index`` is durable but its checkpoint was never stored
+            # (a failed write or HSM): sign one now rather than answer with an older one.
+            self._checkpoint = self._sign_and_store(self._head)
         entry = Entry.from_bytes(self._store.entry(index))
+        assert self._checkpoint is not None  # signed in __init__, before the sequencer started
         return AppendResult(index, entry.leaf_hash, self._checkpoint, self._head.size, duplicate)
 
     # --- checkpoints ------------------------------------------------------------------------
@@ -429,7 +479,28 @@ class Log(LogReader):
     def _sign_and_store(self, head: Head) -> str:
         note = sign_note(Checkpoint(self.origin, head.size, head.root).to_text(), [self._note_signer])
         self._store.put_checkpoint(head.size, note)
+        if self._watermark is not None:
+            self._watermark.write(Mark(head.size, head.root))
         return note
+
+    def _check_watermark(self) -> None:
+        """Refuse a store that holds less than, or other than, what this log once signed."""
+        mark = self._watermark.read() if self._watermark is not None else None
+        if mark is None:
+            return
+        if mark.size > self._head.size:
+            raise CorruptionError(
+                f"log {self.origin}: the store holds {self._head.size} entries but a checkpoint of "
+                f"size {mark.size} was signed: acknowledged data was lost; refusing to sign a fork",
+                hint="restore the store from a copy at least as new, or re-mirror it from a peer",
+                head_size=self._head.size, signed_size=mark.size,
+            )
+        root = merkle.tree_hash(mark.size, self._store.hashes)
+        if root != mark.root:
+            raise CorruptionError(
+                f"log {self.origin}: the store's tree of size {mark.size} is not the one this log signed",
+                expected=mark.root, calculated=root,
+            )
 
     def _ensure_checkpoint(self) -> str:
         """The stored checkpoint for the durable head, signing it if a crash lost it."""
@@ -451,6 +522,14 @@ class Log(LogReader):
         if self._head.size == 0:
             return 0
         return Entry.from_bytes(self._store.entry(self._head.size - 1)).ts
+
+
+def _watermark_of(store: LogStore) -> Watermark | None:
+    """The high-water mark file beside the store (None for a store without a directory)."""
+    if store.directory is None:
+        return None
+    name = "turtles-mark-" + hashlib.sha256(store.origin.encode()).hexdigest()[:16]
+    return Watermark(os.path.join(store.directory, name))
 
 
 def _wait_quietly(fut: Future[AppendResult]) -> None:

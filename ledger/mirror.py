@@ -75,7 +75,7 @@ class Mirror(LogReader):
         self._tip = self._head
         self._last_ts = 0 if self._tip.size == 0 else Entry.from_bytes(store.entry(self._tip.size - 1)).ts
         self._target: str | None = None
-        self._checkpoint: str | None = None
+        self._checkpoint = None
         self._head = Head(0, merkle.EMPTY_ROOT, bytes(32))
         latest = store.latest_checkpoint()  # never above the tip: notes are stored once reached
         if latest is not None:
@@ -91,7 +91,7 @@ class Mirror(LogReader):
 
     # --- state -------------------------------------------------------------------------------
 
-    def checkpoint(self) -> str | None:  # type: ignore[override]
+    def checkpoint(self) -> str | None:
         """The latest verified checkpoint note whose entries are all held (None when empty)."""
         return self._checkpoint
 
@@ -173,13 +173,13 @@ class Mirror(LogReader):
                 raise self._error(self._bad(note, seq, problem, source))
             page.append(entry)
             prev, last_ts = entry.leaf_hash, entry.ts
-        hashes = merkle.stored_hashes_for_leaves(tip.size, [e.leaf_hash for e in page], self._store.hashes)
+        hashes = merkle.stored_hashes_for_leaves(tip.size, [e.leaf_hash for e in page], self._hashes)
         return page, hashes
 
     def _root(self, size: int, overlay: dict[tuple[int, int], bytes]) -> bytes:
         def read(coords: Sequence[tuple[int, int]]) -> list[bytes]:
             missing = [c for c in coords if c not in overlay]
-            found = dict(zip(missing, self._store.hashes(missing), strict=True)) if missing else {}
+            found = dict(zip(missing, self._hashes(missing), strict=True)) if missing else {}
             return [overlay[c] if c in overlay else found[c] for c in coords]
 
         return merkle.tree_hash(size, read)
@@ -253,7 +253,7 @@ class Mirror(LogReader):
 
     def _compare_held(self, note: str, cp: Checkpoint, source: str | None) -> Evidence | None:
         """Check a checkpoint no larger than the tip against the stored tree."""
-        local = merkle.tree_hash(cp.size, self._store.hashes)
+        local = merkle.tree_hash(cp.size, self._hashes)
         if local == cp.root:
             return None
         held = self._checkpoint
@@ -298,7 +298,7 @@ class Mirror(LogReader):
     def _cover(self, size: int, note: str) -> None:
         """Make the stored checkpoint of ``size`` the one reads are bounded by."""
         last = bytes(32) if size == 0 else Entry.from_bytes(self._store.entry(size - 1)).leaf_hash
-        self._head = Head(size, merkle.tree_hash(size, self._store.hashes), last)
+        self._head = Head(size, merkle.tree_hash(size, self._hashes), last)
         self._checkpoint = note
 
     def _bad(self, note: str, index: int, message: str, source: str | None, *, kind: str = "bad-entries") -> Evidence:

@@ -133,12 +133,23 @@ def cosigner_vkey(name: str, public_raw: bytes) -> str:
     return NoteVerifier(name, public_raw, ALG_COSIGNATURE_V1).vkey
 
 
+def _has_surrogate(text: str) -> bool:
+    """Lone surrogates are what Python makes of non-UTF-8 bytes; they cannot be hashed as UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_verifier_key(vkey: str) -> NoteVerifier:
     """Parse a vkey ``name+hash+base64(alg || key)`` of type 0x01 or 0x04.
 
     Raises:
         KeyFormatError: malformed, unsupported type, or the key ID does not match.
     """
+    if not isinstance(vkey, str) or not vkey.isprintable() or _has_surrogate(vkey):
+        raise KeyFormatError(f"vkey {vkey[:120]!r} holds characters that are not valid text")
     parts = vkey.split("+", 2)
     if len(parts) != 3 or not _KEY_ID_HEX.fullmatch(parts[1]):
         raise KeyFormatError(f"vkey {vkey[:120]!r} is not name+hash8+base64")

@@ -11,6 +11,8 @@ Invariants:
   the module and logs in afresh (H2).
 * A lost session, a lost login or a finalised module is re-opened with bounded backoff, and
   ``CKR_USER_ALREADY_LOGGED_IN`` counts as success. A rejected PIN is never retried (W6).
+* A lost device (``CKR_GENERAL_ERROR``, a removed token, a session lost twice) re-initialises the
+  module (``C_Finalize`` + ``C_Initialize``): SoftHSM2 sees its token files again only then (W6).
 * A PIN never appears in a log line or an error message.
 """
 
@@ -33,6 +35,17 @@ from pkcs11 import Attribute, ObjectClass, TokenFlag
 # whole process, so two owners could not tell whether the module is theirs to finalise.
 from pkcs11._pkcs11 import lib as _load_module
 
+from ledger._pkcs11errors import (
+    OUTAGE_HINT,
+    PIN_REJECTED,
+    SESSION_LOST,
+    ModuleDown,
+    NoToken,
+    StaleSession,
+    needs_reinit,
+    quietly,
+    reason,
+)
 from ledger.errors import HSMError, KeyFormatError, NotFoundError
 from ledger.pkcs11uri import Pin, Pkcs11Uri, _describe_key, _TokenKey, as_pin
 
@@ -48,29 +61,6 @@ class RetryPolicy:
     first_delay: float = 0.05
     max_delay: float = 1.0
     call_timeout: float = 120.0
-
-
-# Errors after which a fresh session (or a re-initialised module) may succeed.
-_LOST = (
-    p11e.SessionHandleInvalid, p11e.SessionClosed, p11e.DeviceRemoved, p11e.DeviceError,
-    p11e.TokenNotPresent, p11e.UserNotLoggedIn, p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid,
-)  # fmt: skip
-_PIN_REJECTED = (
-    p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange, p11e.PinLocked, p11e.PinExpired,
-)  # fmt: skip
-
-
-class _StaleSession(Exception):
-    """A reused session no longer sees a key that it saw before: its login was lost."""
-
-
-class _NoToken(HSMError):
-    """No (or no single) token matches: final at first, but may be transient after a loss."""
-
-
-def _uninitialised(e: p11e.PKCS11Error) -> bool:
-    # python-pkcs11 maps CKR_CRYPTOKI_NOT_INITIALIZED to a bare PKCS11Error; only the text tells.
-    return type(e) is p11e.PKCS11Error and "not initialized" in str(e)
 
 
 class _Session:
@@ -97,7 +87,7 @@ class _Session:
                 raise KeyFormatError(f"ambiguous key reference: {len(found)} objects match {what}")
             if not found:
                 if not self.fresh:
-                    raise _StaleSession(what)
+                    raise StaleSession(what)
                 raise NotFoundError(f"no {what}", token=token.token, label=uri.object)
             self._objects[key] = found[0]
         return self._objects[key]
@@ -131,6 +121,7 @@ class Pkcs11Context:
         self._must_reinit = False
         self._sessions: dict[_TokenKey, _Session] = {}
         self._rejected: dict[_TokenKey, Pin] = {}
+        self._seen: set[_TokenKey] = set()  # tokens found once: their absence is an outage
 
     @property
     def module(self) -> str:
@@ -187,6 +178,7 @@ class Pkcs11Context:
         try:
             return fn(lib)
         except p11e.PKCS11Error as e:
+            self._must_reinit |= needs_reinit(e)  # not retried here, but the next call recovers
             raise HSMError(
                 f"PKCS#11 {type(e).__name__} in {self._module}: {e}", module=self._module
             ) from e
@@ -250,10 +242,10 @@ class Pkcs11Context:
 
     def _shutdown(self) -> None:
         for state in self._sessions.values():
-            _quietly(state.session.close)
+            quietly(state.session.close)
         self._sessions.clear()
         if self._lib is not None:
-            _quietly(self._lib.finalize)
+            quietly(self._lib.finalize)
             self._lib = None
 
     def _library(self) -> Any:
@@ -271,14 +263,15 @@ class Pkcs11Context:
                     f"cannot load PKCS#11 module {self._module}: {e}", module=self._module
                 ) from e
         elif self._must_reinit:
-            self._sessions = {}
-            _quietly(self._lib.finalize)  # "not initialised" when the module reset itself
+            self._sessions = {}  # C_Finalize closes them all
+            quietly(self._lib.finalize)  # "not initialised" when the module reset itself
             try:
                 self._lib.initialize()
-            except p11e.PKCS11Error as e:
-                raise HSMError(
-                    f"cannot re-initialise PKCS#11 module {self._module}: {e}", module=self._module
-                ) from e
+            except p11e.PKCS11Error as e:  # _must_reinit stays set: the next call tries again
+                raise ModuleDown(
+                    f"cannot re-initialise PKCS#11 module {self._module}: {type(e).__name__} {e}",
+                    module=self._module, hint=OUTAGE_HINT,
+                ) from e  # fmt: skip
         self._must_reinit = False
         return self._lib
 
@@ -293,17 +286,21 @@ class Pkcs11Context:
                     return fn(state)
                 finally:
                     state.fresh = False
-            except _StaleSession as e:
+            except StaleSession as e:
                 lost: Exception = e
                 delay = 0.0  # not a fault: just make sure on a fresh session
-            except _NoToken as e:
-                if attempt == 1:
+            except NoToken as e:
+                if token not in self._seen:
                     raise  # misconfiguration, not an outage: fail fast
-                lost = e  # the token went away with the session; it may come back
-            except _LOST as e:
+                lost = e  # gone since it was found: a re-initialised module looks again
+                self._must_reinit = True
+            except ModuleDown as e:
                 lost = e
+            except SESSION_LOST as e:
+                lost = e
+                self._must_reinit |= attempt > 1  # lost again on a fresh session
             except p11e.PKCS11Error as e:
-                if not _uninitialised(e):
+                if not needs_reinit(e):
                     raise HSMError(
                         f"PKCS#11 {type(e).__name__} on {what} in {self._module}: {e}",
                         token=token.token,
@@ -312,14 +309,15 @@ class Pkcs11Context:
                 lost = e
             self._drop(token)
             if attempt < self._retry.attempts:
-                level = logging.INFO if isinstance(lost, _StaleSession) else logging.WARNING
-                _log.log(level, "PKCS#11 %s on %s; re-opening (attempt %d of %d)",
-                         type(lost).__name__, token, attempt + 1, self._retry.attempts)  # fmt: skip
+                level = logging.INFO if isinstance(lost, StaleSession) else logging.WARNING
+                _log.log(level, "PKCS#11 %s on %s; %s (attempt %d of %d)", reason(lost), token,
+                         "re-initialising the module" if self._must_reinit else "re-opening",
+                         attempt + 1, self._retry.attempts)  # fmt: skip
                 time.sleep(delay)
                 delay = min(2 * delay, self._retry.max_delay) or self._retry.first_delay
         raise HSMError(
-            f"{what} in {self._module} unusable after {self._retry.attempts} attempts: {type(lost).__name__}",
-            token=token.token, module=self._module,
+            f"{what} in {self._module} unusable after {self._retry.attempts} attempts: {reason(lost)}",
+            token=token.token, module=self._module, hint=OUTAGE_HINT if self._must_reinit else None,
         ) from lost  # fmt: skip
 
     def _session(self, token: _TokenKey, pin: Pin | None) -> _Session:
@@ -350,7 +348,7 @@ class Pkcs11Context:
                 # Login is per application: another of our sessions is logged in, so a session
                 # opened without a PIN is a user session too.
                 session = slot_token.open(rw=True)
-            except _PIN_REJECTED as e:
+            except PIN_REJECTED as e:
                 self._rejected[token] = pin
                 _log.warning(
                     "PIN rejected for %s (%s); it will not be retried", token, type(e).__name__
@@ -373,24 +371,17 @@ class Pkcs11Context:
                     found.append(tok)
         if len(found) != 1:
             problem = "no" if not found else f"{len(found)} tokens match:"
-            raise _NoToken(
+            raise NoToken(
                 f"{problem} {want} in {self._module} (tokens present: {', '.join(map(repr, present)) or 'none'})",
                 token=want.token, module=self._module,
             )  # fmt: skip
+        self._seen.add(want)
         return found[0]
 
     def _drop(self, token: _TokenKey) -> None:
         state = self._sessions.pop(token, None)
         if state is not None:
-            _quietly(state.session.close)
-
-
-def _quietly(fn: Callable[[], object]) -> None:
-    """Best-effort cleanup of something that may already be gone."""
-    try:
-        fn()
-    except p11e.PKCS11Error as e:
-        _log.debug("PKCS#11 cleanup: %s", type(e).__name__)
+            quietly(state.session.close)
 
 
 __all__ = [

@@ -17,7 +17,6 @@ from ledger.errors import CorruptionError, NotFoundError, ProofError
 from ledger.keys import KeyId
 from ledger.store import Head, LogStore
 
-
 CACHED_LEVEL = 6
 """Stored hashes of subtrees of 2**6 = 64 leaves and more are cached (1/32 of all hashes)."""
 MAX_CACHED = 1 << 17
@@ -31,6 +30,7 @@ class LogReader:
         self.origin = store.origin
         self._store = store
         self._head = store.head()
+        self._checkpoint: str | None = None
         self._hash_cache: dict[tuple[int, int], bytes] = {}
 
     def _hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -49,7 +49,6 @@ class LogReader:
                     cache[c] = h
             out.append(h)
         return out
-        self._checkpoint: str | None = None
 
     # --- reads ----------------------------------------------------------------------------
 

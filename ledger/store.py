@@ -30,15 +30,17 @@ import functools
 import hashlib
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import plyvel
 
 from ledger.encoding import decode, encode
 from ledger.errors import CorruptionError, NotFoundError, StorageError, StoreLockedError
 
+T = TypeVar("T")
 _U64 = struct.Struct(">Q")
 _HASH_KEY = struct.Struct(">cBQ")
 
@@ -82,6 +84,28 @@ class Batch:
     head: Head
 
 
+class _Health:
+    """A write failure seen by any key space of one database; once set, writes stop.
+
+    LevelDB does not make a failed log ``write()`` sticky: it keeps appending after it with
+    its block framing off, and the next open finds "bad record length" and loses what
+    followed. So after any failed write this process writes nothing more through the
+    handle; reopening (a restart) recovers everything acknowledged before the failure.
+    """
+
+    __slots__ = ("failed",)
+
+    def __init__(self) -> None:
+        self.failed: str | None = None
+
+    def check(self, origin: str) -> None:
+        if self.failed is not None:
+            raise StorageError(
+                f"log {origin}: the store had a write error ({self.failed}); it takes no more writes",
+                hint="restart the node: everything acknowledged before the error is kept",
+            )
+
+
 class Database:
     """A node's LevelDB directory. Close it (or use ``with``) to release the lock."""
 
@@ -103,16 +127,22 @@ class Database:
             raise CorruptionError(f"{self.path} is corrupt: {e}", path=self.path) from e
         except plyvel.Error as e:
             raise StorageError(f"cannot open {self.path}: {e}", path=self.path) from e
+        self._health = _Health()
+
+    @property
+    def write_error(self) -> str | None:
+        """The write failure that stopped all writes, if any (see ``_Health``)."""
+        return self._health.failed
 
     def log(self, origin: str) -> LogStore:
         """The key space of the log named ``origin``."""
         prefix = b"L" + hashlib.sha256(origin.encode()).digest()[:8]
-        return LogStore(self._db.prefixed_db(prefix), origin)
+        return LogStore(self._db.prefixed_db(prefix), origin, self._health, directory=self.path)
 
     def origins(self) -> list[str]:
         """Origins of every log stored here."""
         out = []
-        for key, value in self._db.iterator(prefix=b"L", verify_checksums=True):
+        for key, value in _iterate(partial(self._db.iterator, prefix=b"L", verify_checksums=True), self.path):
             if len(key) == 10 and key.endswith(b"M"):
                 out.append(str(decode(value)["origin"]))
         return sorted(out)
@@ -136,9 +166,12 @@ class Database:
 class LogStore:
     """Reads and atomic writes of one log's key space."""
 
-    def __init__(self, db: Any, origin: str) -> None:
+    def __init__(self, db: Any, origin: str, health: _Health | None = None, *, directory: str | None = None) -> None:
         self._db = db
         self.origin = origin
+        self._health = health or _Health()
+        self.directory = directory
+        """The LevelDB directory, for files kept beside it (the high-water mark)."""
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -152,10 +185,7 @@ class LogStore:
         return value
 
     def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        try:
-            yield from self._db.iterator(prefix=prefix, verify_checksums=True)
-        except plyvel.CorruptionError as e:
-            raise CorruptionError(f"log {self.origin}: corrupt block in a scan") from e
+        return _iterate(partial(self._db.iterator, prefix=prefix, verify_checksums=True), f"log {self.origin}")
 
     def meta(self) -> dict[str, Any] | None:
         """The log's meta map, or None for a log never created."""
@@ -178,14 +208,9 @@ class LogStore:
 
     def entries(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         """Entries ``start <= seq < stop`` in order."""
-        it = self._db.iterator(
-            start=b"e" + _u64(start), stop=b"e" + _u64(stop), verify_checksums=True
-        )
-        try:
-            for key, value in it:
-                yield _U64.unpack(key[1:])[0], value
-        except plyvel.CorruptionError as e:
-            raise CorruptionError(f"log {self.origin}: corrupt entry block") from e
+        it = partial(self._db.iterator, start=b"e" + _u64(start), stop=b"e" + _u64(stop), verify_checksums=True)
+        for key, value in _iterate(it, f"log {self.origin}"):
+            yield _U64.unpack(key[1:])[0], value
 
     def hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
         """Stored hashes at ``(level, index)``; CorruptionError if any is missing."""
@@ -219,11 +244,9 @@ class LogStore:
 
     def record_ids(self) -> Iterator[bytes]:
         """The record id of every entry (keys of the record-id index only; in key order)."""
-        try:
-            for key in self._db.iterator(prefix=b"r", include_value=False, verify_checksums=True):
-                yield key[1:33]
-        except plyvel.CorruptionError as e:
-            raise CorruptionError(f"log {self.origin}: corrupt block in a scan") from e
+        it = partial(self._db.iterator, prefix=b"r", include_value=False, verify_checksums=True)
+        for key in _iterate(it, f"log {self.origin}"):
+            yield key[1:33]
 
     def checkpoint(self, size: int) -> str | None:
         """The signed note stored for tree size ``size``."""
@@ -237,18 +260,21 @@ class LogStore:
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
         """The signed checkpoint of the largest size, if any."""
-        for key, value in self._db.iterator(prefix=b"c", reverse=True, verify_checksums=True):
+        it = partial(self._db.iterator, prefix=b"c", reverse=True, verify_checksums=True)
+        for key, value in _iterate(it, f"log {self.origin}"):
             return _U64.unpack(key[1:])[0], value.decode()
         return None
 
     # --- writes --------------------------------------------------------------------------
 
     def _write(self, puts: Sequence[tuple[bytes, bytes]]) -> None:
+        self._health.check(self.origin)
         try:
             with self._db.write_batch(transaction=True, sync=True) as wb:
                 for k, v in puts:
                     wb.put(k, v)
         except plyvel.Error as e:
+            self._health.failed = str(e)
             raise StorageError(f"log {self.origin}: write failed: {e}") from e
 
     def create(self, meta: dict[str, Any]) -> None:
@@ -258,6 +284,7 @@ class LogStore:
     def commit(self, batch: Batch) -> None:
         """Write a batch of entries atomically and durably; the head goes in last."""
         pack, u64 = _HASH_KEY.pack, _U64.pack
+        self._health.check(self.origin)
         try:
             with self._db.write_batch(transaction=True, sync=True) as wb:
                 put = wb.put
@@ -269,11 +296,23 @@ class LogStore:
                     put(k, v)
                 put(b"H", batch.head.to_bytes())
         except plyvel.Error as e:
+            self._health.failed = str(e)
             raise StorageError(f"log {self.origin}: write failed: {e}") from e
 
     def put_checkpoint(self, size: int, note: str) -> None:
         """Store a signed checkpoint note (after the data it covers is durable)."""
         self._write([(b"c" + _u64(size), note.encode())])
+
+
+def _iterate(make: Callable[[], Iterable[T]], where: str) -> Iterator[T]:
+    """Make and run a plyvel iterator (its constructor already reads), turning its errors
+    into ledger errors."""
+    try:
+        yield from make()
+    except plyvel.CorruptionError as e:
+        raise CorruptionError(f"{where}: corrupt block in a scan: {e}") from e
+    except plyvel.Error as e:
+        raise StorageError(f"{where}: read failed in a scan: {e}") from e
 
 
 def index_key(kind: bytes, key: bytes, seq: int) -> bytes:

@@ -41,6 +41,7 @@ from ledger.bundle import (
     build_bundle,
     check_bundle,
 )
+from ledger.checkpoint import cosigner_vkey, parse_verifier_key
 from ledger.errors import InputError, NotFoundError, UntrustedError
 from ledger.keys import KeyId
 from ledger.trust.explain import explain
@@ -48,7 +49,7 @@ from ledger.trust.graph import TrustGraph
 from ledger.trust.policy import Policy
 from ledger.trust.verdict import Explanation, Hop, TrustKind, TrustPath, WeakestLink, rfc3339
 
-LogBasis = Literal["pinned", "delegated", "untrusted"]
+LogBasis = Literal["pinned", "delegated", "witnessed", "untrusted"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,9 @@ class LogVerdict:
         tree_size: size of the checkpoint every proof of this log is checked against.
         root: that checkpoint's root hash.
         basis: ``pinned`` (the caller pins this vkey for this origin), ``delegated`` (a
-            ``log`` delegation from an anchored root covers the origin) or ``untrusted``.
+            ``log`` delegation from an anchored root covers the origin), ``witnessed`` (the
+            checkpoint is cosigned by the witness key of a log already trusted: nodes witness
+            the logs they mirror) or ``untrusted``.
         why: one line explaining ``basis``.
         path: the accepted delegation path of the log key (``delegated`` only).
         cosignatures: verified witness cosignatures on the checkpoint.
@@ -324,7 +327,8 @@ def _graph(checked: CheckedBundle, origins: Collection[str], counted: Mapping[st
 def _decide_logs(
     checked: CheckedBundle, policy: Policy, at: int, pinned: Mapping[str, str], counted: Mapping[str, tuple[str, ...]]
 ) -> list[LogVerdict]:
-    """Which log keys to trust: pinned ones, then (to a fixpoint) ``log``-delegated ones."""
+    """Which log keys to trust: pinned ones, then (to a fixpoint) ``log``-delegated ones and
+    ones whose checkpoint a trusted log's witness key cosigned."""
     decided: dict[str, LogVerdict] = {}
     pending: dict[str, CheckedLog] = {}
     for g in checked.logs:
@@ -346,16 +350,34 @@ def _decide_logs(
         for origin in sorted(pending):
             g = pending[origin]
             path, why = _log_delegation(_graph(checked, trusted | {origin}, counted), g, log_policy, at)
-            if path is None:
+            if path is not None:
+                decided[origin] = _log_verdict(g, "delegated", why, path, counted)
+            elif (witness := _trusted_witness(g, decided)) is not None:
+                decided[origin] = _log_verdict(
+                    g, "witnessed", f"checkpoint cosigned by the witness of trusted log {witness}", None, counted
+                )
+            else:
                 why_not[origin] = why
                 continue
-            decided[origin] = _log_verdict(g, "delegated", why, path, counted)
             del pending[origin]
             progress = True
             trusted.add(origin)
     for origin, g in pending.items():
         decided[origin] = _log_verdict(g, "untrusted", why_not[origin], None, counted)
     return [decided[o] for o in sorted(decided)]
+
+
+def _trusted_witness(g: CheckedLog, decided: Mapping[str, LogVerdict]) -> str | None:
+    """Origin of a trusted log whose node cosigned ``g``'s checkpoint as a witness.
+
+    A node witnesses the logs it mirrors under its own origin with its log key, so the
+    cosigner vkey of a trusted log is derived from that log's own verifier key.
+    """
+    witnesses = {
+        cosigner_vkey(v.origin, parse_verifier_key(v.vkey).public_raw): v.origin
+        for v in decided.values() if v.trusted
+    }
+    return next((witnesses[c.vkey] for c in g.cosignatures if c.vkey in witnesses), None)
 
 
 def _log_policy(policy: Policy) -> Policy:

@@ -39,6 +39,7 @@ from ledger.checkpoint import (
     Checkpoint,
     NoteVerifier,
     _b64decode,
+    add_signatures,
     cosign,
     cosigner_vkey,
     note_signer,
@@ -187,8 +188,8 @@ class Evidence:
         """Parse an evidence file."""
         try:
             obj = json.loads(text)
-        except ValueError as e:
-            raise InputError(f"evidence is not JSON: {e}") from e
+        except (ValueError, RecursionError) as e:
+            raise InputError(f"evidence is not JSON (or nests too deeply): {e}") from e
         return cls.from_dict(obj)
 
 
@@ -400,6 +401,18 @@ class Witness:
     def cosigned(self, origin: str) -> str | None:
         """The latest note cosigned for ``origin``."""
         return self._store.latest(origin)
+
+    def cosigned_note(self, origin: str) -> str | None:
+        """The latest note cosigned for ``origin``, carrying this witness's cosignature.
+
+        The stored note is kept as the log signed it; the cosignature line is made afresh
+        (the same statement about a checkpoint this witness already checked, dated now).
+        """
+        note = self._store.latest(origin)
+        if note is None:
+            return None
+        text = split_note(note)[0]
+        return add_signatures(note, [cosign(text, self.name, self._key.signer, int(self._clock()))])
 
     def size(self, origin: str) -> int:
         """Size of the latest cosigned checkpoint of ``origin`` (0 if none)."""

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -58,10 +59,8 @@ from node.config import (
     dump_config,
     load_config,
 )
-from node.replication import replication_ctx
-from node.routes.witness import witness_routes
+from node.plugins import full_node
 from node.server import run
-from node.witness import witness_ctx
 
 CLUSTER_FILE = "cluster.json"
 MODULE_CANDIDATES = (
@@ -70,6 +69,8 @@ MODULE_CANDIDATES = (
     "/usr/lib64/softhsm/libsofthsm2.so",
     "/usr/local/lib/softhsm/libsofthsm2.so",
 )
+
+_ORG = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,16 @@ def _secret(path: Path, text: str) -> None:
 def cluster_up(
     directory: str | os.PathLike[str], n: int = 3, *, timeout: float = 60.0, module: str | None = None,
     replication: ReplicationSection | None = None, extra_peers: Sequence[PeerConfig] = (),
+    orgs: Sequence[str] | None = None,
 ) -> list[ClusterNode]:
     """Create (or restart) a cluster of ``n`` nodes in ``directory`` and wait until healthy.
 
+    ``orgs`` names the nodes' organisations (default ``org1`` .. ``orgN``); each node's
+    token, root record and origin (``<org>.turtles.local/log``) carry its name.
+
     Raises:
-        InputError: ``n`` out of range, or ``directory`` holds a cluster of another size.
+        InputError: ``n`` out of range, ``orgs`` not ``n`` distinct org names, or
+            ``directory`` holds a cluster of another size.
         UnavailableError: a node did not come up within ``timeout`` seconds (its log tail says why).
     """
     root = Path(directory).resolve()
@@ -193,8 +199,13 @@ def cluster_up(
     else:
         if not 1 <= n <= 64:
             raise InputError(f"a local cluster has 1..64 nodes, not {n}")
+        names = list(orgs) if orgs else [f"org{k}" for k in range(1, n + 1)]
+        if len(names) != n or len(set(names)) != n:
+            raise InputError(f"want {n} distinct organisation names, got {', '.join(names)}")
+        for org in names:
+            _check_org(org)
         root.mkdir(parents=True, exist_ok=True)
-        nodes = _create(root, n, timeout=timeout, module=module or find_softhsm_module(),
+        nodes = _create(root, names, timeout=timeout, module=module or find_softhsm_module(),
                         replication=replication or ReplicationSection(interval_s=1.0),
                         extra_peers=extra_peers)
     deadline = time.monotonic() + timeout
@@ -205,10 +216,15 @@ def cluster_up(
     return started
 
 
-def _create(root: Path, n: int, *, timeout: float, module: str, replication: ReplicationSection,
+def _check_org(org: str) -> None:
+    if not _ORG.fullmatch(org):
+        raise InputError(f"{org!r} is not an organisation name (lowercase letters, digits, . _ -)")
+
+
+def _create(root: Path, orgs: Sequence[str], *, timeout: float, module: str, replication: ReplicationSection,
             extra_peers: Sequence[PeerConfig]) -> list[ClusterNode]:
+    n = len(orgs)
     names = [f"node{k}" for k in range(1, n + 1)]
-    orgs = [f"org{k}" for k in range(1, n + 1)]
     origins = [f"{org}.turtles.local/log" for org in orgs]
     children = []
     for name, org, origin in zip(names, orgs, origins, strict=True):
@@ -298,15 +314,18 @@ def is_running(node: ClusterNode) -> bool:
     """Whether the node's recorded pid is alive and is this node's process."""
     if node.pid is None:
         return False
-    with contextlib.suppress(ChildProcessError):
+    try:
         if os.waitpid(node.pid, os.WNOHANG)[0] == node.pid:
             return False  # our child, and it has exited (now reaped)
+        ours = True  # our unreaped child: its pid cannot have been reused (nor exec'd yet, maybe)
+    except ChildProcessError:
+        ours = False
     try:
         stat = Path(f"/proc/{node.pid}/stat").read_text()
         cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and node.config.encode() in cmdline
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and (ours or node.config.encode() in cmdline)
 
 
 def stop_node(node: ClusterNode, *, timeout: float = 20.0, kill: bool = False) -> ClusterNode:
@@ -364,8 +383,7 @@ def _tail(path: str, limit: int = 2000) -> str:
 def _serve(config_path: str, ready_file: str | None) -> None:
     """Run a node with replication and witnessing (the plug-ins the app factory leaves out)."""
     config = load_config(config_path)
-    asyncio.run(run(config, ready_file=Path(ready_file) if ready_file else None,
-                    extra_cleanup_ctx=(witness_ctx, replication_ctx), extra_routes=(witness_routes,)))
+    asyncio.run(run(config, ready_file=Path(ready_file) if ready_file else None, **full_node()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

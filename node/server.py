@@ -30,6 +30,7 @@ from aiohttp import web
 from ledger.errors import TurtlesError
 from node.app import CleanupCtx, create_app
 from node.config import NodeConfig, load_config
+from node.plugins import full_node
 from node.state import RUNTIME
 
 log = logging.getLogger("turtles.node")
@@ -138,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
-        asyncio.run(run(config, ready_file=Path(args.ready_file) if args.ready_file else None))
+        asyncio.run(run(config, ready_file=Path(args.ready_file) if args.ready_file else None, **full_node()))
     except TurtlesError as e:
         hint = f" (hint: {e.hint})" if e.hint else ""
         print(f"turtles node: error: {e.message}{hint}", file=sys.stderr)

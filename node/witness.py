@@ -190,6 +190,11 @@ class NodeWitness:
             found.append(ev)
         return found
 
+    def witnessed_notes(self) -> dict[str, str]:
+        """The latest cosigned note of every witnessed log, with this node's cosignature."""
+        notes = {o: self.core.cosigned_note(o) for o in self.core.origins}
+        return {o: n for o, n in notes.items() if n is not None}
+
     def cosigned_notes(self) -> dict[str, str]:
         """The latest cosigned note of every witnessed log (the monitoring view)."""
         notes = {o: self.core.cosigned(o) for o in self.core.origins}

@@ -43,7 +43,7 @@ from ledger.trust.context import Query, Rules
 from ledger.trust.explain import explain_with
 from ledger.trust.graph import TrustGraph
 from ledger.trust.revocation import is_structural_ancestor, reaches_anchor
-from ledger.trust.verdict import Reason, TrustPath
+from ledger.trust.verdict import Reason, TrustPath, rfc3339
 
 _RULES = Rules.open(max_transitive_hops=0)
 _ADMIT_LIMIT = 16
@@ -218,7 +218,7 @@ def _valid_paths(
         )
     reason = _blocking(ex.paths[0].reasons)
     cls = _ERRORS.get(reason.code, NotAdmittedError)
-    raise cls(f"signer {kid} is not valid at {at}: {reason.message}", signer=kid, rule=reason.code,
+    raise cls(f"signer {kid} is not valid at {rfc3339(at)}: {reason.message}", signer=kid, rule=reason.code,
               origin=origin, reasons=[r.to_dict() for r in ex.paths[0].reasons])
 
 

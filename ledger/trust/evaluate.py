@@ -35,7 +35,7 @@ from ledger.records import Delegation, Endorsement, RootRecord, Rotation
 from ledger.trust.context import Link, Query
 from ledger.trust.revocation import key_reasons
 from ledger.trust.scope import Scope
-from ledger.trust.verdict import Hop, Position, Reason, TrustKind, TrustPath
+from ledger.trust.verdict import Hop, Position, Reason, TrustKind, TrustPath, rfc3339
 
 
 def evaluate(q: Query, chain: Sequence[Link], *, purpose: str | None, reuse: TrustPath | None = None) -> TrustPath:
@@ -230,9 +230,9 @@ class _Walk:
     def _window_checks(self, window: tuple[int, int | None], t: int, link: Link) -> None:
         nb, na = window
         if t < nb:
-            self.bad("not_yet_valid", f"{link.kind} {link.frm} -> {link.to} is valid from {nb}; relied upon at {t}")
+            self.bad("not_yet_valid", f"{link.kind} {link.frm} -> {link.to} is valid from {rfc3339(nb)}; relied upon at {rfc3339(t)}")
         if na is not None and t > na:
-            self.bad("expired", f"{link.kind} {link.frm} -> {link.to} expired at {na}; relied upon at {t}")
+            self.bad("expired", f"{link.kind} {link.frm} -> {link.to} expired at {rfc3339(na)}; relied upon at {rfc3339(t)}")
 
 
 def _reliance_times(chain: Sequence[Link], at: int) -> tuple[list[int], list[LoggedRecord | None]]:

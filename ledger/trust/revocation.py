@@ -26,7 +26,7 @@ from ledger.entry import LoggedRecord
 from ledger.keys import KeyId
 from ledger.records import Delegation, Endorsement, Revocation, Rotation
 from ledger.trust.context import Query
-from ledger.trust.verdict import Position, Reason
+from ledger.trust.verdict import Position, Reason, rfc3339
 
 _MAX_WALK = 10_000
 
@@ -51,10 +51,10 @@ def key_reasons(
         if rv.since is not None and rv.since > t:
             continue
         if rv.issuer == key or rv.issuer in above or _ancestor_may_revoke(q, rv.issuer, key):
-            when = "entirely" if rv.since is None else f"since {rv.since}"
+            when = "entirely" if rv.since is None else f"since {rfc3339(rv.since)}"
             out.append(Reason(
                 "revoked",
-                f"key {key} is revoked {when} by {rv.issuer} ({rv.reason}); relied upon at {t}",
+                f"key {key} is revoked {when} by {rv.issuer} ({rv.reason}); relied upon at {rfc3339(t)}",
                 hop,
                 Position.of(rec),
             ))
@@ -66,7 +66,7 @@ def key_reasons(
             assert isinstance(rot, Rotation)
             out.append(Reason(
                 "rotated",
-                f"key {key} handed over to {rot.new.key_id} at {rec.ts}; relied upon at {t}",
+                f"key {key} handed over to {rot.new.key_id} at {rfc3339(rec.ts)}; relied upon at {rfc3339(t)}",
                 hop,
                 Position.of(rec),
             ))

@@ -26,9 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = cluster_sub.add_parser(
         "up", help="start N nodes (each with its own store and SoftHSM2 token)", formatter_class=_F,
         epilog="examples:\n  turtles cluster up --nodes 3 --dir ./run/cluster\n"
+               "  turtles cluster up --nodes 3 --orgs upstream,packager,appvendor --dir ./run/demo\n"
                "  turtles cluster up --nodes 3 --dir ./run/cluster --json   # print cluster.json",
     )
     p.add_argument("--nodes", type=int, default=3, metavar="N", help="number of nodes (default 3)")
+    p.add_argument("--orgs", metavar="ORG,ORG,...", help="organisation names, one per node (default org1..orgN)")
     p.add_argument("--dir", required=True, metavar="DIR", help="cluster directory (DIR/cluster.json)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the nodes (default 60)")
     p.add_argument("--interval", type=float, default=1.0, help="replication interval in seconds (default 1)")
@@ -54,7 +56,7 @@ def run_up(args: argparse.Namespace) -> int:
 
     replication = ReplicationSection(interval_s=args.interval)
     nodes = cluster.cluster_up(args.dir, args.nodes, timeout=args.timeout, module=args.pkcs11_module,
-                               replication=replication)
+                               replication=replication, orgs=args.orgs.split(",") if args.orgs else None)
     if args.json:
         json.dump({"nodes": [asdict(n) for n in nodes]}, sys.stdout, indent=2)
         sys.stdout.write("\n")

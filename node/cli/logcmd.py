@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from ledger.audit import audit_log
+from ledger.errors import InputError
 from ledger.holdings import LogGate
 from ledger.log import logged_from_entry
 from node.cli._common import add_key_options, print_json_or_line
-from node.locallog import LocalLogConfig, init_local_log, load_local_config, open_local_log, roots_policy
+from node.cli._progress import progress
+from node.locallog import (
+    LocalLogConfig,
+    init_local_log,
+    load_local_config,
+    open_local_log,
+    roots_policy,
+)
 
 _F = argparse.RawDescriptionHelpFormatter
 
@@ -41,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("dir", metavar="DIR", nargs="?")
     p.add_argument("--node", metavar="URL", help="audit a node's log over HTTP instead")
+    p.add_argument("--vkey", metavar="VKEY", help="with --node: the log key to pin (default: the one it announces)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_audit)
 
@@ -72,10 +82,10 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.node:
         from node.audit_remote import audit_node  # lazy: pulls in the HTTP client
 
-        report = audit_node(args.node, progress=_progress_printer())
+        report = audit_node(args.node, vkey=args.vkey, progress=_progress_printer())
     else:
         if not args.dir:
-            raise SystemExit("turtles log audit: give DIR or --node URL")
+            raise InputError("turtles log audit: give DIR or --node URL")
         config = load_local_config(args.dir)
         with open_local_log(args.dir) as local:
             log = local.log
@@ -91,20 +101,9 @@ def run_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer() -> object:
-    """A progress callback drawing a bar on a TTY, silent otherwise."""
-    if not sys.stderr.isatty():
-        return None
-
-    def show(done: int, total: int) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        sys.stderr.write(f"\r  auditing [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
+def _progress_printer() -> Callable[[int, int], None]:
+    """A progress bar on a TTY (silent otherwise)."""
+    return progress(None, "auditing")
 
 
 __all__ = ["register"]

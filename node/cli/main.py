@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ledger.errors import TurtlesError
-from node.cli import clustercmd, keys, logcmd, nodecmd, provenance, records, trustcmd
+from node.cli import clustercmd, completion, keys, logcmd, nodecmd, provenance, records, trustcmd
 
 EXIT_OK, EXIT_UNTRUSTED, EXIT_ERROR = 0, 1, 2
 
@@ -25,6 +25,7 @@ _GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (  # type: i
     logcmd.register,
     nodecmd.register,
     clustercmd.register,
+    completion.register,
 )
 
 

@@ -89,10 +89,11 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_start(args: argparse.Namespace) -> int:
     """``turtles node start``: runs until SIGTERM/SIGINT."""
-    from node.server import run  # lazy: aiohttp and the store load only when a node starts
+    from node.plugins import full_node  # lazy: aiohttp and the store load only when a node starts
+    from node.server import run
 
     config = load_config(args.config)
-    asyncio.run(run(config, ready_file=Path(args.ready_file) if args.ready_file else None))
+    asyncio.run(run(config, ready_file=Path(args.ready_file) if args.ready_file else None, **full_node()))
     return 0
 
 

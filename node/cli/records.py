@@ -7,7 +7,6 @@ sends it to the SINK (``--node URL``, ``--log DIR`` or ``-o FILE``).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ledger.entry import sign_record
 from ledger.keyref import load_public_key

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from ledger.bundle import build_bundle
 from ledger.errors import InputError
+from ledger.holdings import Holdings
 from ledger.lineage import DEFAULT_MAX_DEPTH, trace
 from ledger.trust.policy import Policy, parse_policy
 from node.limits import read_body
@@ -38,6 +40,7 @@ from node.routes._common import (
 )
 from node.routes.query import parse_time
 from node.state import RUNTIME, served_checkpoint
+from node.witness import WITNESS
 
 routes = web.RouteTableDef()
 
@@ -60,9 +63,26 @@ async def get_bundle(request: web.Request) -> web.Response:
     notes = {}
     if holdings.own is not None:
         notes[holdings.own.origin] = served_checkpoint(request.app)
-    witnesses = tuple(str(v) for v in request.app.get(KNOWN_WITNESSES, ()))
+    known = {str(v) for v in request.app.get(KNOWN_WITNESSES, ())}
+    witness = request.app.get(WITNESS)
+    if witness is not None:
+        # This node witnessed the logs it mirrors: bundle its cosigned notes, so a verifier
+        # that trusts this node's log can trust those logs too (basis "witnessed").
+        notes.update(_cosigned_mirror_notes(holdings, witness.witnessed_notes()))
+        known |= {v.vkey for v in witness.cosigners.values()}
+    witnesses = tuple(sorted(known))
     bundle = await asyncio.to_thread(holdings.read, build_bundle, holdings, digest, notes=notes, witnesses=witnesses)
     return web.Response(body=bundle.to_bytes(), content_type=BUNDLE_CONTENT_TYPE)
+
+
+def _cosigned_mirror_notes(holdings: Holdings, cosigned: Mapping[str, str]) -> dict[str, str]:
+    """Cosigned notes of mirrors, where they cover exactly what the mirror serves."""
+    out = {}
+    for origin, mirror in holdings.mirrors.items():
+        note = cosigned.get(origin)
+        if note is not None and note.split("\n\n", 1)[0] == (mirror.checkpoint() or "").split("\n\n", 1)[0]:
+            out[origin] = note
+    return out
 
 
 @routes.get("/v1/trace/{sha256}")

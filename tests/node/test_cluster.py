@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -79,21 +81,25 @@ def test_cluster_up_status_down_and_restart(tmp_path: Path) -> None:
 
 
 def test_a_recycled_pid_is_never_signalled(tmp_path: Path) -> None:
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # A process that is not our child (as nodes are not for `cluster down`): orphaned at once.
+    spawn = subprocess.run(
+        ["sh", "-c", f"'{sys.executable}' -c 'import time; time.sleep(60)' >/dev/null 2>&1 & echo $!"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    pid = int(spawn.stdout.strip())
     try:
         fake = ClusterNode(
-            name="node1", url="http://127.0.0.1:9", origin="o", org="o", vkey="v", pid=sleeper.pid,
+            name="node1", url="http://127.0.0.1:9", origin="o", org="o", vkey="v", pid=pid,
             config=str(tmp_path / "node.toml"), dir=str(tmp_path), log=str(tmp_path / "node.log"),
             root_key_id="k", root_key="pkcs11:token=o;object=root", pkcs11_module="m", pin_file="p",
             softhsm2_conf="c",
         )
         assert not is_running(fake)
         assert stop_node(fake).pid is None
-        assert sleeper.poll() is None  # still alive: its command line names no node config
+        os.kill(pid, 0)  # still alive: its command line names no node config
         assert is_running(replace(fake, config="import time; time.sleep(60)"))
     finally:
-        sleeper.kill()
-        sleeper.wait(10)
+        os.kill(pid, signal.SIGKILL)
 
 
 def test_free_ports_are_distinct() -> None:

@@ -165,6 +165,7 @@ async def test_background_tasks_follow_a_growing_log(tmp_path: Path, aiohttp_ser
         await wait_for(lambda: alpha.origin in loc.holdings.mirrors and loc.holdings.mirrors[alpha.origin].size == 3)
         await submit(alpha.url, org, [f"pkg-{i}@2" for i in range(6)], with_keys=False)
         await wait_for(lambda: loc.holdings.mirrors[alpha.origin].size == 9)
+        await wait_for(lambda: loc.witness.core.size(alpha.origin) == 9)  # cosigned after mirroring
     # restart: the mirror and the witness state come back from the store
     loc.holdings.close()
     again: Local = local([alpha], loc.key)

@@ -1,0 +1,108 @@
+"""Checkpoints signed through PKCS#11 (SoftHSM2) versus a software key.
+
+The log signs one checkpoint per group commit, so the token's signing rate should never
+limit appends. Figures:
+
+* ``sign_many`` -- :meth:`Pkcs11Signer.sign_many` signatures per second (each checked by
+  turtles against the public key), against the raw SoftHSM2 Ed25519 rate.
+* ``checkpoint_hsm`` / ``checkpoint_soft`` -- one signed checkpoint note, microseconds.
+* ``batch_soft`` / ``batch_hsm`` and ``threads_soft`` / ``threads_hsm`` -- append
+  throughput of two logs that differ only in their log key, repetitions interleaved;
+  ``*_hsm_vs_soft`` is their ratio (target >= 0.9: close).
+* ``checkpoints_per_s`` -- checkpoints the HSM log signed per second in the threads run,
+  and ``hsm_busy`` the share of the token's capacity that used.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from bench import raw
+from bench._harness import Context, Figure, main
+from bench._hsm import softhsm_signer
+from bench._world import LOG_KEY, ORIGIN, World, attestations, ensure_signed, open_world
+from bench.bench_append import append_batch_pool, append_threads
+from ledger.checkpoint import Checkpoint, note_signer, sign_note
+from ledger.keys import Signer
+
+TARGET_CLOSE = 0.9
+
+
+def _at_least(value: float) -> Callable[[Figure], bool]:
+    return lambda f: f.median >= value
+
+
+def checkpoint_us(signer: Signer, n: int) -> float:
+    """Microseconds to sign one checkpoint note with ``signer``."""
+    ns = note_signer(ORIGIN, signer)
+    t0 = time.perf_counter()
+    for i in range(n):
+        sign_note(Checkpoint(ORIGIN, i + 1, bytes(32)).to_text(), [ns])
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def run(ctx: Context) -> None:
+    """Compare a SoftHSM2-signed log with a software-signed one."""
+    ctx.raw(raw.SOFTHSM_ED25519)
+    reps, n = ctx.reps(3, 5), ctx.reps(2000, 5000)
+    threads = 32
+    ensure_signed(2 * reps * n + 10)
+    with softhsm_signer(ctx, "log", "ed25519") as (_, hsm, _pin):
+        batch = 200
+        values = []
+        for _ in range(ctx.reps(5, 9)):
+            t0 = time.perf_counter()
+            hsm.sign_many([raw.MESSAGE] * batch)
+            values.append(batch / (time.perf_counter() - t0))
+        ctx.record("sign_many", values, "signs/s", limit=raw.SOFTHSM_ED25519,
+                   notes=f"{batch} per call, one worker-thread trip, each signature verified")
+        cp_hsm = [checkpoint_us(hsm, 100) for _ in range(ctx.reps(5, 9))]
+        cp_soft = [checkpoint_us(LOG_KEY, 100) for _ in range(ctx.reps(5, 9))]
+        ctx.record("checkpoint_hsm", cp_hsm, "us", higher_is_better=False, notes="one signed note, SoftHSM2 key")
+        ctx.record("checkpoint_soft", cp_soft, "us", higher_is_better=False, notes="one signed note, software key")
+        soft_w: World = open_world(ctx.scratch("hsm-soft-db"))
+        hsm_w: World = open_world(ctx.scratch("hsm-hsm-db"), log_key=hsm)
+        try:
+            rates: dict[str, list[float]] = {k: [] for k in ("batch_soft", "batch_hsm", "threads_soft", "threads_hsm")}
+            cps: list[float] = []
+            at = 0
+            with ThreadPoolExecutor(2) as pool:
+                for _ in range(reps):
+                    envs = list(attestations(at, at + n))
+                    at += n
+                    for name, w in (("batch_soft", soft_w), ("batch_hsm", hsm_w)):
+                        t0 = time.perf_counter()
+                        append_batch_pool(w.log, envs, pool)
+                        rates[name].append(n / (time.perf_counter() - t0))
+                    envs = list(attestations(at, at + n))
+                    at += n
+                    for name, w in (("threads_soft", soft_w), ("threads_hsm", hsm_w)):
+                        before = sum(1 for _ in w.log.store.checkpoints())
+                        t0 = time.perf_counter()
+                        rate, _ = append_threads(w.log, envs, threads)
+                        took = time.perf_counter() - t0
+                        rates[name].append(rate)
+                        if name == "threads_hsm":
+                            cps.append((sum(1 for _ in w.log.store.checkpoints()) - before) / took)
+        finally:
+            soft_w.close()
+            hsm_w.close()
+    for name, values in rates.items():
+        ctx.record(name, values, "records/s", notes="2-thread pool batch" if name.startswith("batch")
+                   else f"{threads} threads calling append()")
+    for mode in ("batch", "threads"):
+        ratio = [h / s for h, s in zip(rates[f"{mode}_hsm"], rates[f"{mode}_soft"], strict=True)]
+        ctx.record(f"{mode}_hsm_vs_soft", ratio, "x", target=(f">= {TARGET_CLOSE}", _at_least(TARGET_CLOSE)),
+                   notes="HSM-signed log rate / software-signed log rate, paired repetitions")
+    ctx.record("checkpoints_per_s", cps, "checkpoints/s", notes=f"signed by the HSM log during threads_{threads}")
+    busy = [c * statistics.median(cp_hsm) / 1e6 for c in cps]
+    ctx.record("hsm_busy", busy, "share", higher_is_better=False,
+               notes="checkpoints/s x time per HSM checkpoint: the token's capacity the log used")
+
+
+if __name__ == "__main__":
+    sys.exit(main(run, "hsm"))

@@ -1,0 +1,161 @@
+"""HTTP appends against a real node process on 127.0.0.1, driven by a separate client process.
+
+* ``bare_get`` (raw limit ``http_bare_get``) -- GET / on a bare aiohttp server, 50
+  concurrent connections from the same client program: what aiohttp itself does here.
+* ``checkpoint_get`` -- GET /checkpoint on the node (its middleware, no ledger work).
+* ``single_post`` -- 50 concurrent clients each POSTing one DSSE envelope at a time to
+  ``/v1/entries`` (201 only once durable and checkpointed, with an inclusion proof);
+  targets >= 2,000 records/s and p99 <= 50 ms.
+* ``batch_post`` -- ``POST /v1/entries:batch`` with 500 envelopes per request, 2 in flight.
+
+Both processes share the machine's cores, as they would on one host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import raw
+from bench._harness import Context, Figure, limit, main
+from bench._world import LOG_KEY, ORIGIN, bootstrap_envelopes, ensure_signed
+from node.client import NodeClient
+from node.config import CONFIG_NAME, render_template
+
+HTTP_GET = "http_bare_get"
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+CONCURRENCY = 50
+TARGET_RATE = 2000.0
+TARGET_P99_MS = 50.0
+
+
+def client(url: str, mode: str, count: int, *, start: int = 0, concurrency: int = CONCURRENCY,
+           batch: int = 500) -> dict[str, Any]:
+    """Run the load generator process once and return its JSON result."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench._http_client", "--url", url, "--mode", mode, "--count", str(count),
+         "--start", str(start), "--concurrency", str(concurrency), "--batch", str(batch)],
+        capture_output=True, text=True, check=True, env=ENV, cwd=ROOT, timeout=900,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    if result["errors"]:
+        raise RuntimeError(f"{mode}: {result['errors']} of {result['count']} failed: {result['statuses']}")
+    return result
+
+
+@limit(HTTP_GET)
+def bare_get(ctx: Context) -> None:
+    """GET requests/s of a bare aiohttp server (50 connections, separate client process)."""
+    server = subprocess.Popen([sys.executable, "-m", "bench._http_bare"], stdout=subprocess.PIPE, text=True,
+                              env=ENV, cwd=ROOT)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        n = ctx.reps(5000, 20000)
+        client(url, "get", 500)
+        values = []
+        for _ in range(ctx.reps(3, 5)):
+            r = client(url, "get", n)
+            values.append(r["count"] / r["elapsed_s"])
+    finally:
+        server.terminate()
+        server.wait(30)
+    ctx.record_raw(HTTP_GET, values, "requests/s", f"bare aiohttp GET, {CONCURRENCY} connections, client process")
+
+
+class Node:
+    """``python -m node.server`` on 127.0.0.1 with the benchmark's log key, rate limits off."""
+
+    def __init__(self, ctx: Context) -> None:
+        d = ctx.scratch("http-node")
+        (d / "keys").mkdir()
+        (d / "keys" / "log.pem").write_bytes(LOG_KEY.to_pem())
+        text = render_template(origin=ORIGIN, org="bench")
+        text = text.replace("rate_per_second = 500", "rate_per_second = 1000000")
+        text = text.replace("rate_burst = 1000\n", "rate_burst = 1000000\n")
+        (d / CONFIG_NAME).write_text(text)
+        ready = d / "ready.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "node.server", "--config", str(d / CONFIG_NAME), "--ready-file", str(ready)],
+            env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                self.stop()
+                raise RuntimeError(f"node did not start: {err[-2000:]}")
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        self.url: str = info["url"]
+        self.api = NodeClient(self.url, vkey=info["vkey"])
+
+    def stop(self) -> None:
+        """SIGTERM and wait (the node finishes its queued commits)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _at_least(value: float) -> Callable[[Figure], bool]:
+    return lambda f: f.median >= value
+
+
+def _at_most(value: float) -> Callable[[Figure], bool]:
+    return lambda f: f.p99 <= value
+
+
+def run(ctx: Context) -> None:
+    """Bare GET, node GET, single POSTs, batch POSTs."""
+    ctx.raw(HTTP_GET)
+    ctx.raw(raw.ED25519_VERIFY_2T)
+    reps = ctx.reps(3, 5)
+    n_single, n_batch = ctx.reps(3000, 10000), ctx.reps(10000, 40000)
+    ensure_signed(500 + reps * (n_single + n_batch))
+    node = Node(ctx)
+    try:
+        for env in bootstrap_envelopes():
+            node.api.submit(env)
+        get = [client(node.url + "/checkpoint", "get", ctx.reps(5000, 20000)) for _ in range(reps)]
+        ctx.record("checkpoint_get", [r["count"] / r["elapsed_s"] for r in get], "requests/s", limit=HTTP_GET,
+                   notes="GET /checkpoint on the node")
+        at = 0
+        client(node.url, "single", 500, start=at)  # warm up
+        at += 500
+        single, lat, batch = [], [], []
+        for _ in range(reps):
+            r = client(node.url, "single", n_single, start=at)
+            at += n_single
+            single.append(r["ok"] / r["elapsed_s"])
+            lat += r["latencies_ms"]
+            r = client(node.url, "batch", n_batch, start=at, concurrency=2)
+            at += n_batch
+            batch.append(n_batch / r["elapsed_s"])
+        ctx.record("single_post", single, "records/s", limit=HTTP_GET,
+                   target=(f">= {TARGET_RATE:.0f} records/s", _at_least(TARGET_RATE)),
+                   notes=f"{CONCURRENCY} concurrent clients, one envelope per POST /v1/entries")
+        ctx.record("single_post_latency", lat, "ms", higher_is_better=False,
+                   target=(f"p99 <= {TARGET_P99_MS:.0f} ms", _at_most(TARGET_P99_MS)),
+                   notes=f"per request, all {len(lat)} requests (p99 over requests)")
+        ctx.record("batch_post", batch, "records/s", limit=raw.ED25519_VERIFY_2T,
+                   notes="POST /v1/entries:batch, 500 envelopes per request, 2 in flight")
+        ctx.record("log_size", [float(node.api.log_info()["size"])], "entries")
+        print(f"  single_post median {statistics.median(single):.0f}/s", flush=True)
+    finally:
+        node.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(run, "http"))
