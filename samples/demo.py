@@ -230,6 +230,8 @@ class Demo:
         self.say("18. An offline bundle: verify the app with no network and no ledger")
         self.run("bundle", "bundle", app, "--node", self.url("appvendor"), "-o", "app.bundle")
         self.run("verify offline", "verify", app, "--bundle", "app.bundle", "--policy", strict)
+        self.say("19. Anyone can audit a node's log from scratch: every entry, signature, proof and checkpoint")
+        self.run("audit", "log", "audit", "--node", self.url("upstream"), "--vkey", self.cluster["upstream"]["vkey"])
 
 
 def _mirror_size(client: Any, origin: str) -> int:

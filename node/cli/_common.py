@@ -18,7 +18,6 @@ from typing import Any
 
 from ledger.envelope import Envelope
 from ledger.errors import InputError
-from ledger.keyref import load_signer
 from ledger.keys import Signer
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -78,6 +77,8 @@ def add_sink_options(parser: argparse.ArgumentParser) -> None:
 
 def signer_from(args: argparse.Namespace, keyref: str) -> Signer:
     """Load the signer a KEYREF names, with the PKCS#11 options of ``args``."""
+    from ledger.keyref import load_signer  # lazy: keeps CLI start-up fast (issue 7)
+
     return load_signer(keyref, pkcs11_module=args.pkcs11_module, pin_file=args.pin_file)
 
 

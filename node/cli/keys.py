@@ -20,8 +20,6 @@ import tempfile
 from typing import Any
 
 from ledger.errors import InputError, KeyFormatError
-from ledger.hsm import Pkcs11Context, generate_keypair
-from ledger.keyref import ENV_MODULE, ENV_PIN, read_secret_file, resolve_pkcs11_access
 from ledger.keys import ALGORITHMS, Algorithm, PublicKey, SoftwareSigner
 
 
@@ -30,12 +28,12 @@ def add_pkcs11_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pkcs11-module",
         metavar="PATH",
-        help=f"PKCS#11 module for pkcs11: KEYREFs (default: ${ENV_MODULE})",
+        help="PKCS#11 module for pkcs11: KEYREFs (default: $TURTLES_PKCS11_MODULE)",
     )
     parser.add_argument(
         "--pin-file",
         metavar="FILE",
-        help=f"file whose first line is the token PIN (default: the PIN in ${ENV_PIN})",
+        help="file whose first line is the token PIN (default: the PIN in $TURTLES_PKCS11_PIN)",
     )
 
 
@@ -67,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def generate_command(args: argparse.Namespace) -> int:
     """Handle ``keys generate``; returns the exit status (0)."""
+    from ledger.keyref import read_secret_file  # lazy: keeps CLI start-up fast (issue 7)
+
     alg: Algorithm = args.alg
     if args.hsm is not None:
         if args.passphrase_file is not None:
@@ -88,6 +88,12 @@ def generate_command(args: argparse.Namespace) -> int:
 def _generate_in_token(
     keyref: str, *, alg: Algorithm, module: str | None, pin_file: str | None
 ) -> PublicKey:
+    from ledger.hsm import (  # lazy: keeps CLI start-up fast (issue 7)
+        Pkcs11Context,
+        generate_keypair,
+    )
+    from ledger.keyref import resolve_pkcs11_access
+
     access = resolve_pkcs11_access(keyref, module=module, pin_file=pin_file)
     uri = access.uri
     if uri.token is None or not uri.object:

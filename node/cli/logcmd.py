@@ -6,19 +6,9 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from ledger.audit import audit_log
 from ledger.errors import InputError
-from ledger.holdings import LogGate
-from ledger.log import logged_from_entry
 from node.cli._common import add_key_options, print_json_or_line
 from node.cli._progress import progress
-from node.locallog import (
-    LocalLogConfig,
-    init_local_log,
-    load_local_config,
-    open_local_log,
-    roots_policy,
-)
 
 _F = argparse.RawDescriptionHelpFormatter
 
@@ -57,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run_init(args: argparse.Namespace) -> int:
     """``turtles log init``."""
+    from node.locallog import (  # lazy: keeps CLI start-up fast (issue 7)
+        LocalLogConfig,
+        init_local_log,
+    )
+
     config = LocalLogConfig(
         origin=args.origin, log_key=args.key, pkcs11_module=args.pkcs11_module, pin_file=args.pin_file,
         roots=tuple(args.roots) if args.roots else "any",
@@ -72,6 +67,8 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_checkpoint(args: argparse.Namespace) -> int:
     """``turtles log checkpoint``."""
+    from node.locallog import open_local_log  # lazy: keeps CLI start-up fast (issue 7)
+
     with open_local_log(args.dir) as local:
         sys.stdout.write(local.log.checkpoint())
     return 0
@@ -79,6 +76,11 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 
 def run_audit(args: argparse.Namespace) -> int:
     """``turtles log audit``."""
+    from ledger.audit import audit_log  # lazy: keeps CLI start-up fast (issue 7)
+    from ledger.holdings import LogGate
+    from ledger.log import logged_from_entry
+    from node.locallog import load_local_config, open_local_log, roots_policy
+
     if args.node:
         from node.audit_remote import audit_node  # lazy: pulls in the HTTP client
 

@@ -29,12 +29,25 @@ _GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (  # type: i
 )
 
 
+_OVERVIEW = """\
+A distributed trust ledger for software supply-chain provenance.
+
+verbs by task:
+  keys and the chain of trust   keys, root, delegate, endorse, revoke, rotate
+  releases and provenance       attest, submit, cosign, verify, trace, bundle
+  questions about trust         trust explain, trust impact
+  logs, nodes, clusters         log, node, cluster
+  shell                         completion"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to generate shell completion)."""
     parser = argparse.ArgumentParser(
         prog="turtles",
-        description="A distributed trust ledger for software supply-chain provenance.",
-        epilog="Run `turtles VERB --help` for examples. Exit codes: 0 ok/trusted, 1 not trusted, 2 error.",
+        description=_OVERVIEW,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `turtles VERB --help` for examples. Exit codes: 0 ok/trusted, 1 not trusted, 2 error.\n"
+        "Colour is off when output is not a terminal or NO_COLOR is set; --debug shows tracebacks.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 
 from ledger.entry import sign_record
-from ledger.keyref import load_public_key
 from ledger.keys import parse_key_id
 from ledger.records import PURPOSES, Delegation, Endorsement, Revocation, RootRecord, Rotation
 from node.cli._common import (
@@ -98,6 +97,8 @@ def run_root_init(args: argparse.Namespace) -> int:
 def run_delegate(args: argparse.Namespace) -> int:
     """``turtles delegate``."""
     signer = signer_from(args, args.key)
+    from ledger.keyref import load_public_key  # lazy: keeps CLI start-up fast (issue 7)
+
     subject = load_public_key(args.to)
     now = now_ms()
     record = Delegation(
