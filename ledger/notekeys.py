@@ -153,7 +153,7 @@ def parse_verifier_key(vkey: str) -> NoteVerifier:
     parts = vkey.split("+", 2)
     if len(parts) != 3 or not _KEY_ID_HEX.fullmatch(parts[1]):
         raise KeyFormatError(f"vkey {vkey[:120]!r} is not name+hash8+base64")
-    material = _b64decode(parts[2])
+    material = b64decode_strict(parts[2])
     if material is None or len(material) < 2:
         raise KeyFormatError(f"vkey {vkey[:120]!r} has bad key material")
     verifier = NoteVerifier(parts[0], material[1:], material[0])
@@ -236,15 +236,13 @@ class NoteSignature:
         return f"{_SIG_PREFIX}{self.name} {base64.b64encode(raw).decode()}"
 
 
-# --- internals -----------------------------------------------------------------------------
+def b64decode_strict(text: str) -> bytes | None:
+    """Decode strict standard base64: alphabet, padding and trailing bits all canonical.
 
-
-def _valid_name(name: str) -> bool:
-    return bool(name) and not any(c.isspace() or c == "+" or c < " " for c in name)
-
-
-def _b64decode(text: str) -> bytes | None:
-    """Strict standard base64: alphabet, padding and trailing bits all canonical."""
+    Returns:
+        The bytes, or None when ``text`` is not the canonical base64 of any bytes (so
+        ``base64.b64encode(result).decode() == text`` whenever a result is returned).
+    """
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -252,11 +250,21 @@ def _b64decode(text: str) -> bytes | None:
     return raw if base64.b64encode(raw).decode() == text else None
 
 
+_b64decode = b64decode_strict  # the former private name, still imported by ledger.checkpoint
+
+
+# --- internals -----------------------------------------------------------------------------
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and not any(c.isspace() or c == "+" or c < " " for c in name)
+
+
 def _parse_line(line: str) -> NoteSignature:
     if not line.startswith(_SIG_PREFIX):
         raise NoteError(f"signature line {line[:80]!r} does not start with an em dash and space")
     name, _, b64 = line[len(_SIG_PREFIX) :].partition(" ")
-    raw = _b64decode(b64)
+    raw = b64decode_strict(b64)
     if not _valid_name(name) or raw is None or len(raw) < 5:
         raise NoteError(f"signature line {line[:80]!r} is malformed")
     return NoteSignature(name, int.from_bytes(raw[:4], "big"), raw[4:])
@@ -297,6 +305,7 @@ __all__ = [
     "NoteSigner",
     "NoteVerifier",
     "RawEd25519Signer",
+    "b64decode_strict",
     "cosigner_vkey",
     "key_id",
     "note_signer",
