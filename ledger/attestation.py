@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.errors import RecordError, TooLargeError
+from ledger.strictjson import no_duplicate_keys
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
@@ -74,7 +75,7 @@ class Attestation:
             raise TooLargeError(f"statement has {len(payload)} bytes, limit {MAX_STATEMENT_BYTES}")
         try:
             obj = json.loads(
-                payload.decode("utf-8"), object_pairs_hook=_no_dup, parse_constant=_no_constant
+                payload.decode("utf-8"), object_pairs_hook=no_duplicate_keys, parse_constant=_no_constant
             )
         except (ValueError, RecursionError) as e:
             raise RecordError("statement", f"not valid JSON: {e}") from e
@@ -148,13 +149,6 @@ def _no_constant(text: str) -> Any:
     raise ValueError(f"{text} is not JSON")
 
 
-def _no_dup(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
 def make_statement(

@@ -30,6 +30,7 @@ from ledger import merkle
 from ledger.checkpoint import ALG_ED25519, NoteVerifier, parse_verifier_key
 from ledger.errors import EncodingError, KeyFormatError, NoteError, TooLargeError
 from ledger.keys import KeyId, PublicKey
+from ledger.strictjson import no_duplicate_keys, refuse_float
 
 BUNDLE_FORMAT = "https://turtles.dev/bundle/v1"
 MAX_BUNDLE_BYTES = 64 << 20
@@ -100,7 +101,7 @@ class Bundle:
         if len(data) > MAX_BUNDLE_BYTES:
             raise TooLargeError(f"bundle has {len(data)} bytes, limit {MAX_BUNDLE_BYTES}")
         try:
-            obj = json.loads(data, object_pairs_hook=_no_dup, parse_float=_refuse, parse_constant=_refuse)
+            obj = json.loads(data, object_pairs_hook=no_duplicate_keys, parse_float=refuse_float, parse_constant=refuse_float)
         except (ValueError, RecursionError) as e:
             raise EncodingError(f"bundle is not valid JSON: {str(e)[:200]}") from e
         bundle = cls._from_obj(obj)
@@ -178,17 +179,8 @@ def _unb64(value: Any, where: str) -> bytes:
     return raw
 
 
-def _no_dup(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
-def _refuse(text: str) -> Any:
-    raise ValueError(f"number {text[:40]} is not an integer")
 
 
 def _fields(obj: Any, want: frozenset[str], where: str) -> None:

@@ -21,13 +21,14 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ledger.encoding import MAX_RECORD_BYTES, decode, encode
 from ledger.errors import EnvelopeError, SignatureError, TooLargeError, UnknownSignerError
 from ledger.keys import KeyId, PublicKey, Signer
+from ledger.strictjson import no_duplicate_keys, refuse_float
 
 MAX_SIGNATURES = 16
 MAX_SIG_BYTES = 1024
@@ -105,9 +106,9 @@ class Envelope:
             text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
             obj = json.loads(
                 text,
-                object_pairs_hook=_no_dup_pairs,
-                parse_float=_no_float,
-                parse_constant=_no_float,
+                object_pairs_hook=no_duplicate_keys,
+                parse_float=refuse_float,
+                parse_constant=refuse_float,
             )
         except (ValueError, RecursionError) as e:
             raise EnvelopeError(f"envelope is not valid JSON: {e}") from e
@@ -287,17 +288,8 @@ def _b64decode(text: str, where: str) -> bytes:
     return data
 
 
-def _no_dup_pairs(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
-def _no_float(text: str) -> Any:
-    raise ValueError(f"floating-point number {text} is not allowed")
 
 
 __all__ = ["MAX_SIGNATURES", "Envelope", "Signature", "pae", "sign_envelope"]

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from ledger.errors import EncodingError, InputError, TurtlesError
 from ledger.reader import LogReader
+from ledger.strictjson import no_duplicate_keys, refuse_float
 from node.state import RUNTIME
 
 _UINT = re.compile(r"0|[1-9][0-9]{0,18}")
@@ -84,19 +85,8 @@ def log_vkey(reader: LogReader) -> str:
 def parse_json(body: bytes) -> Any:
     """Strict JSON: UTF-8, no duplicate keys, no floats; EncodingError (400) otherwise."""
 
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise ValueError(f"duplicate key {k!r}")
-            out[k] = v
-        return out
-
-    def no_float(text: str) -> Any:
-        raise ValueError(f"floating-point number {text[:40]} is not allowed")
-
     try:
-        return json.loads(body, object_pairs_hook=pairs, parse_float=no_float, parse_constant=no_float)
+        return json.loads(body, object_pairs_hook=no_duplicate_keys, parse_float=refuse_float, parse_constant=refuse_float)
     except (ValueError, RecursionError) as e:
         raise EncodingError(f"body is not valid JSON: {str(e)[:200]}") from e
 
