@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ledger.attestation import Attestation
 from ledger.entry import LoggedRecord, Record
 from ledger.errors import NotFoundError
 from ledger.keys import KeyId, PublicKey, Signer
@@ -52,8 +53,13 @@ class LogGate:
         admit(self.graph, record=record, signers=signers, origin=origin, at=at, roots_policy=self.roots)
 
     def add(self, rec: LoggedRecord) -> None:
-        """Take a durable record into this log's state and the global graph."""
-        self.graph.add(rec)
+        """Take a durable record into this log's state and the global graph.
+
+        Admission depends on key records only, so attestations (the bulk of a log) go to
+        the global graph alone: one in-memory copy per release, not two.
+        """
+        if not isinstance(rec.record, Attestation):
+            self.graph.add(rec)
         if self._on_add is not None:
             self._on_add(rec)
 

@@ -89,6 +89,9 @@ class PeerReplicator:
         self._witness = witness
         self._client = client
         self._settings = settings
+        # Pages shrink when one does not arrive in time (a slow link) and grow back after
+        # each page that does, so a large page never becomes a request retried forever.
+        self._page_limit = max(1, settings.page_size)
         self._metrics = metrics
         self._rng = rng
         self._wake = asyncio.Event()
@@ -262,7 +265,18 @@ class PeerReplicator:
         return await self._thread(mirror.prefix_evidence, note=note, size=size, proof=proof, source=self.peer.url)
 
     async def _page(self, start: int, limit: int) -> list[bytes]:
-        doc = await self._client.get_entries(start, limit)
+        limit = min(limit, self._page_limit)
+        while True:
+            try:
+                doc = await self._client.get_entries(start, limit)
+                break
+            except UnavailableError as e:
+                if limit == 1 or "timed out" not in e.message:
+                    raise
+                # A slow link: the same page would time out again; ask for half at once.
+                limit = self._page_limit = max(1, limit // 2)
+                log.info("%s: page timed out, asking for %d entries", self.peer.url, limit)
+        self._page_limit = min(self._settings.page_size, self._page_limit * 2)
         try:
             items = doc["entries"]
             if not isinstance(items, list) or doc.get("start", start) != start:

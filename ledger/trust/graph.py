@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence, Set
+from dataclasses import replace
 from types import MappingProxyType
 
 from ledger.attestation import Attestation
@@ -95,6 +96,10 @@ class TrustGraph:
         if self._mark_seen(rec.origin, rec.index):
             self._counts["duplicate"] += 1
             return False
+        if isinstance(rec.record, Attestation) and rec.record.statement:
+            # Trust questions need subjects, materials and builder only; the decoded JSON
+            # (kilobytes per release) is read from the log when shown (RELIABILITY P6).
+            rec = replace(rec, record=replace(rec.record, statement={}))
         r = rec.record
         signers = rec.signers
         if isinstance(r, Attestation):
