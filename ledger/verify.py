@@ -253,9 +253,13 @@ def verify_bundle(
         return Verdict(subject, False, None, at, (
             f"the bundle is about sha256:{checked.artefact}, not this artefact ({subject})",
         ))
-    counted = {g.origin: tuple(sorted({c.name for c in g.cosignatures if c.vkey in witnesses})) for g in checked.logs}
+    counted = _counted(checked, set(witnesses))
     logs = _decide_logs(checked, policy, at, pinned_logs or {}, counted)
     trusted_origins = {g.origin for g in logs if g.trusted}
+    # Nodes witness the logs they mirror: a trusted log's witness key counts toward the
+    # quorum like a witness the caller names (never for the log's own checkpoint).
+    counted = _counted(checked, set(witnesses) | {_witness_vkey(v) for v in logs if v.trusted})
+    logs = [replace(v, counted_witnesses=counted.get(v.origin, ())) for v in logs]
     graph = _graph(checked, trusted_origins, counted)
     answer = explain(graph, subject, purpose="release", at=at, policy=policy, kind="artefact")
     inclusions = {
@@ -367,26 +371,40 @@ def _decide_logs(
     return [decided[o] for o in sorted(decided)]
 
 
+def _witness_vkey(log: LogVerdict) -> str:
+    """The cosigner vkey a log's node witnesses with: its origin and its log key."""
+    return cosigner_vkey(log.origin, parse_verifier_key(log.vkey).public_raw)
+
+
+def _counted(checked: CheckedBundle, witnesses: set[str]) -> dict[str, tuple[str, ...]]:
+    """Per log, the names of the cosigners that count toward the witness quorum."""
+    return {
+        g.origin: tuple(sorted({c.name for c in g.cosignatures if c.vkey in witnesses and c.name != g.origin}))
+        for g in checked.logs
+    }
+
+
 def _trusted_witness(g: CheckedLog, decided: Mapping[str, LogVerdict]) -> str | None:
     """Origin of a trusted log whose node cosigned ``g``'s checkpoint as a witness.
 
     A node witnesses the logs it mirrors under its own origin with its log key, so the
     cosigner vkey of a trusted log is derived from that log's own verifier key.
     """
-    witnesses = {
-        cosigner_vkey(v.origin, parse_verifier_key(v.vkey).public_raw): v.origin
-        for v in decided.values() if v.trusted
-    }
+    witnesses = {_witness_vkey(v): v.origin for v in decided.values() if v.trusted}
     return next((witnesses[c.vkey] for c in g.cosignatures if c.vkey in witnesses), None)
 
 
 def _log_policy(policy: Policy) -> Policy:
-    """``policy`` with every anchor also trusted to name its logs' keys (purpose ``log``)."""
+    """``policy`` with every anchor also trusted to name its logs' keys (purpose ``log``).
+
+    The witness quorum is the verdict's (every record on the artefact's path must meet it);
+    deciding which log keys to trust comes first, so it is not held to it.
+    """
     anchors = tuple(
         a if "log" in a.purposes else replace(a, purposes=tuple(sorted((*a.purposes, "log"))))
         for a in policy.anchors
     )
-    return replace(policy, anchors=anchors)
+    return replace(policy, anchors=anchors, witness_quorum=0)
 
 
 def _log_delegation(graph: TrustGraph, log: CheckedLog, policy: Policy, at: int) -> tuple[TrustPath | None, str]:

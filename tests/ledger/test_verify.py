@@ -325,8 +325,7 @@ def test_a_chain_across_two_logs_is_trusted_with_the_join_marked(acme: Org, beta
 def test_transitive_trust_needs_the_policy_to_allow_it(tmp_path: Path, acme: Org, clock: Clock) -> None:
     beta = Org(tmp_path, "beta", clock=clock, delegate_log=False)
     try:
-        # an endorsement backs only records logged after it, so acme endorses beta first;
-        # it includes "log", so that beta's log key is trusted transitively too
+        # the endorsement includes "log", so that beta's log key is trusted transitively too
         acme.endorse("beta", beta.root, purposes=("log", "release"))
         beta.delegate(beta.root, beta.log_key.public_key, globs=(beta.origin,), purposes=("log",))
         digest = beta.attest(beta.chain(1)[-1], "lib@2.0")
@@ -337,6 +336,74 @@ def test_transitive_trust_needs_the_policy_to_allow_it(tmp_path: Path, acme: Org
         assert loose.trusted and loose.trust == "transitive"
         assert [lk.hop.kind for lk in loose.links()][-3:] == ["root", "transitive", "root"]
         assert {g.origin: g.basis for g in loose.logs} == {acme.origin: "delegated", beta.origin: "delegated"}
+    finally:
+        beta.close()
+
+
+# --- logs trusted because a trusted log's node witnessed them ------------------------------------
+
+
+def _node_cosign(witness: Org, note: str, at: int) -> str:
+    """``witness``'s node cosigns ``note`` as it does for the logs it mirrors (its origin, its log key)."""
+    text = note[: note.index("\n\n") + 1]
+    line = cosign(text, witness.origin, note_signer(witness.origin, witness.log_key).signer, at // 1000)
+    return add_signatures(note, [line])
+
+
+def _cross_org_release(acme: Org, beta: Org) -> str:
+    """acme (the anchor) delegates to a beta maintainer, who releases in beta's own log;
+    acme never delegates beta's log key."""
+    maint = SoftwareSigner.generate()
+    acme.delegate(acme.root, maint.public_key, org="beta")
+    beta.delegate(beta.root, maint.public_key)
+    digest = beta.attest(maint, "lib@3.0")
+    mirror(beta.holdings, acme)
+    return digest
+
+
+def test_a_log_is_trusted_when_a_trusted_logs_node_witnessed_it(tmp_path: Path, acme: Org, clock: Clock) -> None:
+    beta = Org(tmp_path, "beta", clock=clock, delegate_log=False)
+    try:
+        digest = _cross_org_release(acme, beta)
+        policy = acme.policy(purposes=("release",))
+        at = clock.later()
+        plain = verify_bundle(build_bundle(beta.holdings, digest), digest, policy=policy, at=at)
+        assert not plain.trusted
+        assert {g.origin: g.basis for g in plain.logs}[beta.origin] == "untrusted"
+        acme_witness = cosigner_vkey(acme.origin, acme.log_key.public_key.raw)
+        notes = {beta.origin: _node_cosign(acme, beta.log.checkpoint(), at)}
+        bundle = build_bundle(beta.holdings, digest, notes=notes, witnesses=[acme_witness])
+        witnessed = verify_bundle(bundle, digest, policy=policy, at=at)
+        assert witnessed.trusted, witnessed.reasons
+        assert {g.origin: g.basis for g in witnessed.logs} == {acme.origin: "delegated", beta.origin: "witnessed"}
+        # a cosignature by a key that is no trusted log's witness key proves nothing
+        stranger = WitnessKey(acme.origin)
+        forged = {beta.origin: stranger.cosign(beta.log.checkpoint(), at // 1000)}
+        bundle = build_bundle(beta.holdings, digest, notes=forged, witnesses=[stranger.vkey])
+        assert not verify_bundle(bundle, digest, policy=policy, at=at).trusted
+    finally:
+        beta.close()
+
+
+def test_trusted_logs_witnesses_count_toward_the_quorum(tmp_path: Path, acme: Org, clock: Clock) -> None:
+    beta = Org(tmp_path, "beta", clock=clock, delegate_log=False)
+    try:
+        digest = _cross_org_release(acme, beta)
+        at = clock.later()
+        policy = acme.policy(purposes=("release",), witness_quorum=1)
+        witnesses = [cosigner_vkey(o.origin, o.log_key.public_key.raw) for o in (acme, beta)]
+        one_way = {beta.origin: _node_cosign(acme, beta.log.checkpoint(), at)}
+        v = verify_bundle(build_bundle(beta.holdings, digest, notes=one_way, witnesses=witnesses), digest,
+                          policy=policy, at=at)
+        assert not v.trusted  # acme's own records are covered by no witness
+        assert v.explanation is not None
+        assert any(r.code == "witness" for path in v.explanation.paths for r in path.reasons)
+        both = {**one_way, acme.origin: _node_cosign(beta, acme.log.checkpoint(), at)}
+        v = verify_bundle(build_bundle(beta.holdings, digest, notes=both, witnesses=witnesses), digest,
+                          policy=policy, at=at)
+        assert v.trusted, v.reasons
+        assert {g.origin: g.counted_witnesses for g in v.logs} == {acme.origin: (beta.origin,),
+                                                                   beta.origin: (acme.origin,)}
     finally:
         beta.close()
 
