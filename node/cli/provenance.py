@@ -40,7 +40,7 @@ from ledger.bundle import MAX_BUNDLE_BYTES, Bundle, check_bundle
 from ledger.checkpoint import parse_verifier_key
 from ledger.entry import parse_record
 from ledger.envelope import Envelope, sign_envelope
-from ledger.errors import InputError, KeyFormatError, NotFoundError, PolicyError
+from ledger.errors import InputError, KeyFormatError, NotFoundError, PolicyError, TurtlesError
 from ledger.trust.policy import load_policy
 from ledger.verify import Verdict, verify_bundle
 from node.cli._common import (
@@ -52,6 +52,7 @@ from node.cli._common import (
     read_input_file,
     signer_from,
 )
+from node.cli._progress import progress
 from node.render import lineage_dot, lineage_tree, render_image, verdict_dot, verdict_text
 
 _F = argparse.RawDescriptionHelpFormatter
@@ -79,10 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_attest)
 
     p = sub.add_parser(
-        "submit", help="send a third-party DSSE/in-toto envelope as it is", formatter_class=_F,
-        epilog="example:\n  turtles submit build.intoto.json --node http://127.0.0.1:8001",
+        "submit", help="send third-party DSSE/in-toto envelopes as they are (one, or a bulk import)",
+        formatter_class=_F,
+        epilog="examples:\n  turtles submit build.intoto.json --node http://127.0.0.1:8001\n"
+        "  turtles submit attestations/*.json --node http://127.0.0.1:8001   # bulk, batched, progress on a TTY",
     )
-    p.add_argument("envelope", metavar="ENVELOPE.json", help="DSSE envelope (JSON)")
+    p.add_argument("envelope", metavar="ENVELOPE.json", nargs="+", help="DSSE envelope(s) (JSON)")
     add_sink_options(p)
     p.set_defaults(func=run_submit)
 
@@ -215,9 +218,43 @@ def run_attest(args: argparse.Namespace) -> int:
     return emit(args, sign_envelope(PAYLOAD_TYPE, payload, [signer]))
 
 
+BULK_CHUNK = 500
+
+
 def run_submit(args: argparse.Namespace) -> int:
-    """``turtles submit``."""
-    return emit(args, _read_envelope(args.envelope))
+    """``turtles submit``: one envelope, or many imported in batches (exit 2 if any is refused)."""
+    if len(args.envelope) == 1:
+        return emit(args, _read_envelope(args.envelope[0]))
+    if args.output:
+        raise InputError("-o writes one envelope; submit many to --node or --log")
+    envelopes = [_read_envelope(path) for path in args.envelope]
+    bar = progress(len(envelopes), "importing")
+    refused: list[str] = []
+    done = 0
+    for start in range(0, len(envelopes), BULK_CHUNK):
+        chunk = envelopes[start:start + BULK_CHUNK]
+        for path, problem in zip(args.envelope[start:start + BULK_CHUNK], _submit_chunk(args, chunk), strict=True):
+            if problem:
+                refused.append(f"{path}: {problem}")
+        done += len(chunk)
+        bar(done)
+    print(f"imported {len(envelopes) - len(refused)} of {len(envelopes)} envelopes")
+    for line in refused:
+        print(f"  refused {line}", file=sys.stderr)
+    return 2 if refused else 0
+
+
+def _submit_chunk(args: argparse.Namespace, chunk: list[Envelope]) -> list[str | None]:
+    """Append one chunk through the batch endpoint or the local log; per envelope, the refusal or None."""
+    if args.node:
+        from node.client import NodeClient  # lazy: keeps CLI start-up fast (issue 7)
+
+        results = NodeClient(args.node).submit_batch(chunk)["results"]
+        return [None if r["status"] in (201, 409) else f"{r.get('error')}: {r.get('message')}" for r in results]
+    from node.locallog import open_local_log  # lazy: keeps CLI start-up fast (issue 7)
+
+    with open_local_log(args.log) as local:
+        return [e.message if isinstance(e, TurtlesError) else None for e in local.log.append_many(chunk)]
 
 
 def run_cosign(args: argparse.Namespace) -> int:
