@@ -7,7 +7,9 @@ Two kinds of trust state, on purpose:
   makes admission deterministic: a mirror replaying a peer's log reaches the same decision
   the peer did, whatever other logs the mirror happens to hold.
 * **Verdicts** use one global :class:`~ledger.trust.TrustGraph` over every log held, so a
-  chain can cross from one organisation's log into another's (a join).
+  chain can cross from one organisation's log into another's (a join). Its attestations
+  are not held in memory: :class:`StoreAttestationIndex` reads them from the store's
+  artefact and key indexes, up to each log's durable size.
 
 Invariant: a record reaches the global graph only after it is durable in its log.
 """
@@ -15,8 +17,9 @@ Invariant: a record reaches the global graph only after it is durable in its log
 from __future__ import annotations
 
 import os
+import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,8 +32,47 @@ from ledger.mirror import Mirror
 from ledger.reader import LogReader
 from ledger.store import Database
 from ledger.trust import RootsPolicy, TrustGraph, admit
+from ledger.trust.attestations import lean
 
 T = TypeVar("T")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class StoreAttestationIndex:
+    """Attestations read from the store's indexes; holds nothing per record.
+
+    Implements :class:`ledger.trust.attestations.AttestationIndex` over the logs that
+    ``readers`` returns when asked (mirrors are added at run time). Only entries below a
+    log's durable size count: a mirror stores entries beyond its checkpoint while it
+    catches up, and a verdict must rest on records a signed checkpoint covers.
+    """
+
+    def __init__(self, readers: Callable[[], Iterable[LogReader]]) -> None:
+        self._readers = readers
+
+    def add(self, rec: LoggedRecord) -> None:
+        """Nothing to do: the store indexed ``rec`` in the batch that made it durable."""
+
+    def for_digest(self, sha256_hex: str) -> Sequence[LoggedRecord]:
+        """Attestations with a subject of this digest (64 lowercase hex digits, else none)."""
+        if not _HEX64.fullmatch(sha256_hex):
+            return []
+        return [r for log in self._readers() for r in _attestations(log, log.by_artefact(sha256_hex))]
+
+    def by_signer(self, key_id: KeyId) -> Sequence[LoggedRecord]:
+        """Attestations signed by ``key_id`` (the key index also lists records about it)."""
+        return [
+            r for log in self._readers() for r in _attestations(log, log.by_key(key_id)) if key_id in r.signers
+        ]
+
+
+def _attestations(log: LogReader, indexes: list[int]) -> Iterator[LoggedRecord]:
+    """The signed attestations among entries ``indexes`` of ``log`` below its size, in order."""
+    size = log.size
+    for i in sorted({i for i in indexes if i < size}):
+        for rec in log.logged_records(i, i + 1):
+            if isinstance(rec.record, Attestation) and rec.signers:
+                yield lean(rec)
 
 
 class LogGate:
@@ -67,9 +109,9 @@ class LogGate:
 class Holdings:
     """A node's ledger state. Open with :meth:`open`; close to release the LevelDB lock."""
 
-    def __init__(self, db: Database, graph: TrustGraph) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.graph = graph
+        self.graph = TrustGraph(StoreAttestationIndex(self.logs))
         self.own: Log | None = None
         self._mirrors: dict[str, Mirror] = {}
         # The global graph is written by sequencer/replication threads and read by queries;
@@ -122,7 +164,7 @@ class Holdings:
         Path(path).mkdir(parents=True, exist_ok=True)
         db = Database(path)
         try:
-            self = cls(db, TrustGraph())
+            self = cls(db)
             for name in db.origins():
                 meta = db.log(name).meta() or {}
                 if name != origin and meta.get("kind") == "mirror":
@@ -175,7 +217,7 @@ class Holdings:
         """The own log first, then every mirror."""
         if self.own is not None:
             yield self.own
-        yield from self._mirrors.values()
+        yield from tuple(self._mirrors.values())  # mirrors may be added meanwhile
 
     def reader(self, origin: str) -> LogReader:
         """The log (own or mirror) named ``origin``."""
@@ -203,4 +245,4 @@ def _replay(reader: LogReader, gate: LogGate) -> None:
         gate.add(rec)
 
 
-__all__ = ["Holdings", "LogGate"]
+__all__ = ["Holdings", "LogGate", "StoreAttestationIndex"]

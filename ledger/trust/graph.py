@@ -15,7 +15,9 @@ Invariants:
   counted in :meth:`TrustGraph.stats` as ``skipped`` and otherwise ignored.
 * Indexes hold references to the caller's ``LoggedRecord`` objects (no copies), one list
   per key and relation, and one bit per entry for de-duplication, so the memory a record
-  adds is a few pointers.
+  adds is a few pointers. Attestations go to an
+  :class:`~ledger.trust.attestations.AttestationIndex` instead (in memory by default; a
+  node passes one that reads its store, so a release costs one bit here).
 * Each query method touches only the index entries of the key, org or digest it is asked
   about.
 * Threads: mutations (:meth:`TrustGraph.add`, :meth:`TrustGraph.set_witnessed`,
@@ -28,13 +30,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import replace
 from types import MappingProxyType
 
 from ledger.attestation import Attestation
 from ledger.entry import LoggedRecord
 from ledger.keys import KeyId, PublicKey
 from ledger.records import Delegation, Endorsement, Revocation, RootRecord, Rotation
+from ledger.trust.attestations import AttestationIndex, MemoryAttestationIndex
 
 _Index = dict[str, list[LoggedRecord]]
 _EMPTY: tuple[LoggedRecord, ...] = ()
@@ -54,9 +56,13 @@ def digest_hex(digest: str) -> str:
 
 
 class TrustGraph:
-    """An incrementally built, indexed view of every key record and attestation held."""
+    """An incrementally built, indexed view of every key record and attestation held.
 
-    def __init__(self) -> None:
+    Args:
+        attestations: where attestations are indexed and looked up (default: in memory).
+    """
+
+    def __init__(self, attestations: AttestationIndex | None = None) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, bytearray] = {}
         self._keys: dict[KeyId, PublicKey] = {}
@@ -68,8 +74,7 @@ class TrustGraph:
         self._rot_to: _Index = {}
         self._rot_from: _Index = {}
         self._revoked: _Index = {}
-        self._att_digest: dict[str, list[LoggedRecord]] = {}
-        self._att_signer: _Index = {}
+        self._attestations = attestations if attestations is not None else MemoryAttestationIndex()
         self._org_roots: dict[str, list[KeyId]] = {}
         self._org_keys: dict[str, set[KeyId]] = {}
         self._key_org: dict[str, str] = {}
@@ -96,19 +101,12 @@ class TrustGraph:
         if self._mark_seen(rec.origin, rec.index):
             self._counts["duplicate"] += 1
             return False
-        if isinstance(rec.record, Attestation) and rec.record.statement:
-            # Trust questions need subjects, materials and builder only; the decoded JSON
-            # (kilobytes per release) is read from the log when shown (RELIABILITY P6).
-            rec = replace(rec, record=replace(rec.record, statement={}))
         r = rec.record
         signers = rec.signers
         if isinstance(r, Attestation):
             if not signers:
                 return self._skip()
-            for digest in {s.sha256 for s in r.subjects}:
-                _push(self._att_digest, digest, rec)
-            for kid in signers:
-                _push(self._att_signer, kid, rec)
+            self._attestations.add(rec)
             self._counts["attestation"] += 1
             return True
         if isinstance(r, RootRecord):
@@ -249,11 +247,11 @@ class TrustGraph:
 
     def attestations_for(self, sha256: str) -> Sequence[LoggedRecord]:
         """Attestations with a subject of this digest (``sha256:<hex>`` or ``<hex>``)."""
-        return self._att_digest.get(digest_hex(sha256), _EMPTY)
+        return self._attestations.for_digest(digest_hex(sha256))
 
     def attestations_by(self, key_id: KeyId) -> Sequence[LoggedRecord]:
         """Attestations signed by ``key_id``."""
-        return self._att_signer.get(key_id, _EMPTY)
+        return self._attestations.by_signer(key_id)
 
     def org_roots(self, org: str) -> Sequence[KeyId]:
         """Root key ids declared for ``org``, in the order first seen."""
