@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 
@@ -41,7 +42,7 @@ def _labels(names: Sequence[str], values: LabelValues, extra: str = "") -> str:
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
-class _Metric:
+class _Metric(ABC):
     kind = ""
 
     def __init__(self, name: str, help_text: str, labels: Sequence[str], lock: threading.Lock) -> None:
@@ -60,8 +61,9 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {_escape(self.help)}", f"# TYPE {self.name} {self.kind}"]
 
+    @abstractmethod
     def samples(self) -> list[str]:
-        raise NotImplementedError
+        """The metric's sample lines in the Prometheus text format."""
 
 
 class Counter(_Metric):

@@ -17,6 +17,7 @@ from ledger.holdings import Holdings
 from ledger.keys import SoftwareSigner
 from ledger.records import Delegation, RootRecord
 from ledger.trust import RootsPolicy
+from tests.ledger.orgs import Clock, Org
 
 ORIGIN = "test.turtles/log"
 
@@ -68,3 +69,25 @@ def world(tmp_path: Path) -> Iterator[World]:
     w.log.append(delegation_envelope(root, maint))
     yield w
     w.holdings.close()
+
+
+# --- the provenance world (tests/ledger/orgs.py) ---------------------------------------------
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def acme(tmp_path: Path, clock: Clock) -> Iterator[Org]:
+    org = Org(tmp_path, "acme", clock=clock)
+    yield org
+    org.close()
+
+
+@pytest.fixture
+def beta(tmp_path: Path, clock: Clock) -> Iterator[Org]:
+    org = Org(tmp_path, "beta", clock=clock)
+    yield org
+    org.close()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -24,7 +23,7 @@ from ledger.errors import EncodingError, NoteError, NotFoundError, ProofError, T
 from ledger.records import Delegation, Revocation, RootRecord
 from ledger.trust import Policy
 from ledger.verify import verify_bundle
-from tests.ledger.test_verify import Clock, Org, WitnessKey, mirror, sha
+from tests.ledger.orgs import Clock, Org, WitnessKey, mirror, sha
 
 
 @dataclasses.dataclass
@@ -43,23 +42,6 @@ class Case:
         return v.trusted, " | ".join(v.reasons)
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def acme(tmp_path: Path, clock: Clock) -> Iterator[Org]:
-    org = Org(tmp_path, "acme", clock=clock)
-    yield org
-    org.close()
-
-
-@pytest.fixture
-def beta(tmp_path: Path, clock: Clock) -> Iterator[Org]:
-    org = Org(tmp_path, "beta", clock=clock)
-    yield org
-    org.close()
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ the artefact; envelopes turtles signs must verify with securesystemslib too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -25,19 +23,7 @@ from ledger.errors import SignatureError
 from ledger.keys import PublicKey, SoftwareSigner
 from ledger.lineage import trace
 from ledger.verify import verify_held
-from tests.ledger.test_verify import Clock, Org, sha
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def acme(tmp_path: Path, clock: Clock) -> Iterator[Org]:
-    org = Org(tmp_path, "acme", clock=clock)
-    yield org
-    org.close()
+from tests.ledger.orgs import Clock, Org, sha
 
 
 def sslib_signer(alg: str) -> tuple[CryptoSigner, PublicKey]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,27 +13,8 @@ from hypothesis import strategies as st
 from ledger.attestation import Artefact, Attestation, make_statement
 from ledger.errors import InputError
 from ledger.lineage import trace
-from tests.ledger.test_verify import Clock, Org, mirror, sha
+from tests.ledger.orgs import Clock, Org, mirror, sha
 from tests.ledger.trust.world import World, policy
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def acme(tmp_path: Path, clock: Clock) -> Iterator[Org]:
-    org = Org(tmp_path, "acme", clock=clock)
-    yield org
-    org.close()
-
-
-@pytest.fixture
-def beta(tmp_path: Path, clock: Clock) -> Iterator[Org]:
-    org = Org(tmp_path, "beta", clock=clock)
-    yield org
-    org.close()
 
 
 def art(name: str) -> Artefact:
