@@ -29,76 +29,43 @@ timestamps never go backwards; the log never appends a record it has not verifie
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
 import queue
-import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ledger import merkle
+from ledger._recordids import RecordIdFilter
 from ledger.attestation import Attestation
 from ledger.checkpoint import Checkpoint, note_signer, sign_note, verifier_key
-from ledger.encoding import encode
-from ledger.entry import Entry, LoggedRecord, Record, parse_record, record_id
+from ledger.entry import Entry, LoggedRecord
 from ledger.envelope import Envelope
 from ledger.errors import (
     CorruptionError,
     InputError,
     NotFoundError,
     OverloadedError,
-    SignatureError,
     StorageError,
     TurtlesError,
     UnavailableError,
     UnknownSignerError,
 )
-from ledger.keys import KeyId, PublicKey, Signer
+from ledger.keys import Signer
 from ledger.reader import LogReader
-from ledger.records import RootRecord, Rotation, parse_key_record, required_signers
-from ledger.store import Batch, Database, Head, LogStore, index_key, key_index_key, record_key
+from ledger.store import Batch, Database, Head, LogStore
+from ledger.verification import Gatekeeper, Prepared, index_rows, logged_from_entry, verify_envelope
 from ledger.watermark import Mark, Watermark
 
 _LOG = logging.getLogger("turtles.ledger.log")
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_QUEUE = 8192
 _PREPARE_CHUNK = 64  # envelopes per verification task in append_many (amortises the pool's overhead)
-
-
-class Gatekeeper(Protocol):
-    """The trust state a log consults: which keys exist and who may append what.
-
-    ``ledger.trust`` provides the implementation; a log only needs these three calls.
-    """
-
-    def public_key(self, key_id: KeyId) -> PublicKey | None:
-        """The key with this id, if any record held so far introduced it."""
-        ...
-
-    def admit(self, *, record: Record, signers: tuple[KeyId, ...], origin: str, at: int) -> None:
-        """Raise a NotAdmittedError subclass unless ``signers`` may append ``record`` at ``at``."""
-        ...
-
-    def add(self, rec: LoggedRecord) -> None:
-        """Take a durable record into the trust state."""
-        ...
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A submission whose signatures and record verified (admission still to come)."""
-
-    envelope: Envelope
-    record: Record
-    signers: tuple[KeyId, ...]
-    record_id: bytes
 
 
 @dataclass(frozen=True)
@@ -162,7 +129,7 @@ class Log(LogReader):
         self._check_watermark()
         plan = merkle.tree_hash_plan(self._head.size)
         self._frontier: dict[merkle.Coord, bytes] = dict(zip(plan, store.hashes(plan), strict=True))
-        self._record_ids = _RecordIdFilter.of(store.record_ids(), self._head.size)
+        self._record_ids = RecordIdFilter.of(store.record_ids(), self._head.size)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._checkpoint = self._ensure_checkpoint()
@@ -216,13 +183,8 @@ class Log(LogReader):
         return req.future
 
     def append(self, envelope: Envelope, *, timeout: float | None = 60) -> AppendResult:
-        """Append one envelope and wait until it is durable (see :meth:`submit`).
-
-        The signatures are verified in the log's pool (one thread per CPU), not in the
-        caller's thread: with many concurrent callers, fewer threads then contend for the
-        GIL with the sequencer, whose every fsync would otherwise end in a long wait for it.
-        """
-        prepared = self._verify_pool().submit(self.try_prepare, envelope).result()
+        """Append one envelope and wait until it is durable (see :meth:`submit`)."""
+        prepared = self.try_prepare(envelope)
         return self.submit(envelope, prepared).result(timeout)
 
     def append_many(self, envelopes: Sequence[Envelope]) -> list[AppendResult | TurtlesError]:
@@ -537,143 +499,12 @@ def _wait_quietly(fut: Future[AppendResult]) -> None:
     fut.exception()
 
 
-# Doubling a Bloom filter: bit i of a nibble becomes bits 2i and 2i+1 of a byte; the low and
-# high nibbles of each old byte make two new bytes.
-_FOUR_WORDS = struct.Struct(">4Q")  # the Bloom filter's four probes: the words of a SHA-256
-_SPREAD = tuple(sum(3 << (2 * i) for i in range(4) if n >> i & 1) for n in range(16))
-_SPREAD_LOW = bytes(_SPREAD[b & 15] for b in range(256))
-_SPREAD_HIGH = bytes(_SPREAD[b >> 4] for b in range(256))
-
-
-class _RecordIdFilter:
-    """A Bloom filter of record ids: ``rid in f`` is False only if ``rid`` was never added.
-
-    Record ids are SHA-256 outputs, so their bytes serve as the filter's hashes: the four
-    probes are the top ``bits`` bits of the id's four 64-bit words. The filter grows by
-    doubling until :attr:`MAX_BITS` (bounded memory: 32 MiB), keeping about 10 to 20 bits
-    per id (false-positive rate under 1.2%); past that the rate rises but never a false
-    negative. Doubling splits every set bit ``p`` into bits ``2p`` and ``2p + 1`` -- the
-    two positions ``p`` can become with one more bit of the id -- so nothing is re-read.
-    """
-
-    MIN_BITS_LOG2 = 20
-    MAX_BITS_LOG2 = 28
-
-    def __init__(self, bits_log2: int) -> None:
-        self._log2 = bits_log2
-        self._bits = bytearray(1 << (bits_log2 - 3))
-        self._count = 0
-
-    @classmethod
-    def of(cls, ids: Iterable[bytes], count_hint: int) -> _RecordIdFilter:
-        """A filter holding ``ids``, sized for about ``count_hint`` of them."""
-        log2 = max(cls.MIN_BITS_LOG2, min(cls.MAX_BITS_LOG2, (16 * max(count_hint, 1)).bit_length()))
-        f = cls(log2)
-        for rid in ids:
-            f.add(rid)
-        return f
-
-    def _positions(self, rid: bytes) -> list[int]:
-        shift = 64 - self._log2
-        return [w >> shift for w in _FOUR_WORDS.unpack_from(rid)]
-
-    def add(self, rid: bytes) -> None:
-        """Remember ``rid``."""
-        bits = self._bits
-        for p in self._positions(rid):
-            bits[p >> 3] |= 1 << (p & 7)
-        self._count += 1
-        if self._count * 10 > (1 << self._log2) and self._log2 < self.MAX_BITS_LOG2:
-            self._double()
-
-    def __contains__(self, rid: object) -> bool:
-        if not isinstance(rid, bytes):
-            return False
-        bits = self._bits
-        return all(bits[p >> 3] >> (p & 7) & 1 for p in self._positions(rid))
-
-    def _double(self) -> None:
-        old = bytes(self._bits)
-        new = bytearray(2 * len(old))
-        new[0::2] = old.translate(_SPREAD_LOW)
-        new[1::2] = old.translate(_SPREAD_HIGH)
-        self._bits = new
-        self._log2 += 1
-
-
-def verify_envelope(gate: Gatekeeper, envelope: Envelope) -> Prepared:
-    """Verify an envelope's signatures and parse its record; safe to call from many threads.
-
-    Keys come from ``gate``; a ``root`` or ``rotation`` record also carries the key that
-    signs it. This is the one verification every append, mirror and audit goes through.
-
-    Raises:
-        SignatureError: no signature by a known key, or a known key's signature is bad,
-            or a signer the record kind requires did not sign.
-        RecordError, EncodingError: the payload is not a valid record.
-    """
-    keys: dict[KeyId, PublicKey] = {}
-    for kid in envelope.key_ids:
-        key = gate.public_key(KeyId(kid))
-        if key is not None:
-            keys[key.key_id] = key
-    embedded: Record | None = None
-    if envelope.payload_type in (RootRecord.payload_type(), Rotation.payload_type()):
-        # These records carry the key that signs them; the strict decoder is safe on
-        # hostile bytes, so parsing before verifying is bounded here.
-        embedded = parse_key_record(envelope.payload_type, envelope.payload)
-        new_key = embedded.key if isinstance(embedded, RootRecord) else embedded.new  # type: ignore[union-attr]
-        keys[new_key.key_id] = new_key
-    signers = envelope.verify(keys)
-    record = embedded if embedded is not None else parse_record(envelope)
-    if not isinstance(record, Attestation):
-        missing = [k for k in required_signers(record) if k not in signers]
-        if missing:
-            raise SignatureError(
-                f"{record.kind} record must be signed by {', '.join(missing)}", missing=missing
-            )
-    return Prepared(envelope, record, signers, record_id(envelope.payload_type, envelope.payload))
-
-
-def logged_from_entry(gate: Gatekeeper, origin: str, entry: Entry) -> LoggedRecord:
-    """Re-verify a stored or received entry and admit it at its own integration time.
-
-    Raises:
-        SignatureError, NotAdmittedError (and subclasses), RecordError: the entry's record
-            would not have been appended by an honest log holding the same earlier records.
-    """
-    prepared = verify_envelope(gate, entry.envelope)
-    gate.admit(record=prepared.record, signers=prepared.signers, origin=origin, at=entry.ts)
-    return LoggedRecord(origin, entry.seq, entry.ts, entry.leaf_hash, prepared.signers,
-                        prepared.record, prepared.record_id)
-
-
-def index_rows(seq: int, prepared: Prepared) -> list[tuple[bytes, bytes]]:
-    """The index rows (record id, artefact digests, key ids) stored with entry ``seq``."""
-    rows = [(record_key(prepared.record_id, seq), _encode_signers(prepared.signers))]
-    rec = prepared.record
-    keys: set[str] = set(prepared.signers)
-    if isinstance(rec, Attestation):
-        rows += [(index_key(b"a", bytes.fromhex(s.sha256), seq), b"") for s in rec.subjects]
-    elif isinstance(rec, RootRecord):
-        keys.add(rec.key.key_id)
-    elif isinstance(rec, Rotation):
-        keys.update((rec.old, rec.new.key_id))
-    else:
-        for attr in ("subject", "target", "root", "issuer", "endorser"):
-            value = getattr(rec, attr, None)
-            if isinstance(value, PublicKey):
-                keys.add(value.key_id)
-            elif isinstance(value, str):
-                keys.add(value)
-    rows += [(key_index_key(k, seq), b"") for k in sorted(keys)]
-    return rows
-
-
-@functools.lru_cache(maxsize=1024)
-def _encode_signers(signers: tuple[str, ...]) -> bytes:
-    # Few distinct signer sets sign most records: encode each once.
-    return encode(list(signers))
-
-
-__all__ = ["AppendResult", "Gatekeeper", "Log", "Prepared", "index_rows", "logged_from_entry", "verify_envelope"]
+__all__ = [
+    "AppendResult",
+    "Gatekeeper",
+    "Log",
+    "Prepared",
+    "index_rows",
+    "logged_from_entry",
+    "verify_envelope",
+]

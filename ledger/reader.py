@@ -17,10 +17,12 @@ from ledger.errors import CorruptionError, NotFoundError, ProofError
 from ledger.keys import KeyId
 from ledger.store import Head, LogStore
 
-CACHED_LEVEL = 6
-"""Stored hashes of subtrees of 2**6 = 64 leaves and more are cached (1/32 of all hashes)."""
+CACHED_LEVEL = 4
+"""Stored hashes of subtrees of 2**4 = 16 leaves and more are cached (1/8 of all hashes): all
+but the four lowest hashes of an inclusion proof come from memory."""
 MAX_CACHED = 1 << 17
-"""At most this many cached hashes (about 20 MiB; a log of 8 million entries fills it)."""
+"""At most this many cached hashes (about 25 MiB); a log of one million entries fills it,
+beyond that the hashes read first stay cached and the others are read from the store."""
 
 
 class LogReader:
