@@ -35,9 +35,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from bench._harness import Context, Figure, limit, main, percentile
+from bench._harness import Context, Figure, main, percentile
+from bench.raw import ED25519_VERIFY_US as ED25519_VERIFY
 from ledger.attestation import PAYLOAD_TYPE, Artefact, make_statement
 from ledger.bundle import build_bundle
 from ledger.entry import sign_record
@@ -50,25 +49,10 @@ from ledger.trust import Anchor, Policy
 from ledger.verify import verify_bundle, verify_held
 
 GROUP = "provenance"
-ED25519_VERIFY = "prov_ed25519_verify_us"
 ORIGIN = "bench.example/log"
 DAG_SIZE = 1000
 
 
-@limit(ED25519_VERIFY)
-def ed25519_verify(ctx: Context) -> None:
-    """Microseconds for one bare Ed25519 verification of ~420 bytes."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    msg = b"x" * 420
-    sig, pub = key.sign(msg), key.public_key()
-    n = 2_000
-    values = []
-    for _ in range(ctx.reps(5, 9)):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            pub.verify(sig, msg)
-        values.append((time.perf_counter() - t0) / n * 1e6)
-    ctx.record_raw(ED25519_VERIFY, values, "us", "cryptography, 1 thread")
 
 
 def _delegation(issuer: SoftwareSigner, subject: PublicKey, globs: tuple[str, ...], purposes: tuple[str, ...],

@@ -45,6 +45,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bench._harness import Context, Figure, limit, main, percentile, rss_bytes
+from bench.raw import ED25519_VERIFY_US as ED25519_VERIFY
 from ledger.attestation import SLSA_PROVENANCE_V1, Artefact, Attestation
 from ledger.entry import LoggedRecord
 from ledger.errors import NotAdmittedError
@@ -54,7 +55,6 @@ from ledger.trust import Anchor, Policy, RootsPolicy, TrustGraph, admit, explain
 
 GROUP = "trust"
 TRUST_HOP = "trust_hop_us"
-ED25519_VERIFY = "ed25519_verify_us"
 ORGS = tuple(f"org{i}" for i in range(10))
 TARGET_MS = 5.0
 REPEAT = 3
@@ -80,20 +80,6 @@ def trust_hop(ctx: Context) -> None:
     ctx.record_raw(TRUST_HOP, values, "us", "dict.get + fnmatchcase, 1 thread (a time: the p99 column shows its fast tail)")
 
 
-@limit(ED25519_VERIFY)
-def ed25519_verify(ctx: Context) -> None:
-    """Microseconds for one Ed25519 verification of ~420 bytes."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    msg = b"x" * 420
-    sig, pub = key.sign(msg), key.public_key()
-    n = 2_000
-    values = []
-    for _ in range(ctx.reps(5, 9)):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            pub.verify(sig, msg)
-        values.append((time.perf_counter() - t0) / n * 1e6)
-    ctx.record_raw(ED25519_VERIFY, values, "us", "~420 B, cryptography, 1 thread (a time: the p99 column shows its fast tail)")
 
 
 @dataclass

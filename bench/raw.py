@@ -41,6 +41,7 @@ from ledger.hsm import Pkcs11Context, Pkcs11Signer
 from ledger.keys import Algorithm
 
 ED25519_VERIFY_1T = "ed25519_verify_1t"
+ED25519_VERIFY_US = "ed25519_verify_us"
 ED25519_VERIFY_2T = "ed25519_verify_2t"
 P256_VERIFY_1T = "p256_verify_1t"
 P256_VERIFY_2T = "p256_verify_2t"
@@ -95,6 +96,21 @@ def _p256_verify() -> Callable[[], None]:
     alg = ec.ECDSA(hashes.SHA256())
     sig, pub = key.sign(MESSAGE, alg), key.public_key()
     return lambda: pub.verify(sig, MESSAGE, alg)
+
+
+@limit(ED25519_VERIFY_US)
+def ed25519_verify_us(ctx: Context) -> None:
+    """Microseconds for one bare Ed25519 verification of ~420 bytes (a time: the p99 column
+    shows its fast tail). The unit query benchmarks (trust, provenance) are compared with."""
+    verify = _ed25519_verify()
+    n = 2_000
+    values = []
+    for _ in range(ctx.reps(5, 9)):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            verify()
+        values.append((time.perf_counter() - t0) / n * 1e6)
+    ctx.record_raw(ED25519_VERIFY_US, values, "us", "~420 B, cryptography, 1 thread")
 
 
 @limit(ED25519_VERIFY_1T)
