@@ -128,7 +128,7 @@ class NodeWitness:
             self._publish(ev.to_dict())
         peer = self.peers.get(ev.origin)
         if peer is not None and verify_evidence(ev, peer.vkey):
-            self.holdings.graph.mark_equivocating(ev.origin, ev)
+            self.holdings.update(self.holdings.graph.mark_equivocating, ev.origin, ev)
 
     # --- witness side -------------------------------------------------------------------------
 
@@ -166,7 +166,7 @@ class NodeWitness:
         if self.enabled and mirror.size >= cp.size:
             cosigners.add(self.name)
         if cosigners:
-            self.holdings.graph.set_witnessed(cp.origin, cp.size, cosigners)
+            self.holdings.update(self.holdings.graph.set_witnessed, cp.origin, cp.size, cosigners)
 
     def _holds(self, cp: Checkpoint) -> bool:
         """Whether ``cp`` is exactly the checkpoint cosigned last (nothing new to sign)."""
@@ -271,7 +271,7 @@ class NodeWitness:
             names = set(lines_by)
         if self._serve is not None:
             self._serve(merged)
-        self.holdings.graph.set_witnessed(cp.origin, cp.size, names)
+        self.holdings.update(self.holdings.graph.set_witnessed, cp.origin, cp.size, names)
         self._metrics.counter(
             "turtles_cosignatures_total", "Cosignatures made or collected", ("origin", "role")
         ).inc(origin=peer, role="collected")
