@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from ledger.attestation import PAYLOAD_TYPE as INTOTO_PAYLOAD_TYPE
 from ledger.attestation import Attestation
-from ledger.encoding import MAX_RECORD_BYTES, decode, encode
+from ledger.encoding import MAX_RECORD_BYTES, decode
 from ledger.envelope import Envelope, pae, sign_envelope
 from ledger.errors import EncodingError, RecordError
 from ledger.keys import KeyId, Signer
@@ -35,6 +37,11 @@ MAX_ENTRY_BYTES = 3 * MAX_RECORD_BYTES
 _INT64_MAX = (1 << 63) - 1
 
 Record = KeyRecord | Attestation
+_ENV_KEY = b"\x85\xa3env"  # a map of 5, then "env"
+_PREV_KEY = b"\xa4prev\xc4\x20"  # "prev", then the header of 32 bytes of bin
+_SEQ_KEY = b"\xa3seq"
+_TS_KEY = b"\xa2ts"
+_V_FIELD = b"\xa1v" + bytes([ENTRY_VERSION])
 
 
 def record_id(payload_type: str, payload: bytes) -> bytes:
@@ -74,7 +81,11 @@ class Entry:
             EncodingError: a field is out of range (the same rules as :meth:`from_bytes`).
         """
         _check_fields(seq, prev, ts)
-        raw = encode({"v": ENTRY_VERSION, "seq": seq, "prev": prev, "ts": ts, "env": envelope.to_value()})
+        # The canonical map {env, prev, seq, ts, v} spelled out (keys in byte order): the
+        # envelope's canonical bytes are computed once, in the verifying threads, and this
+        # runs on the sequencer. Tests pin it to encode() of the same map.
+        raw = b"".join((_ENV_KEY, envelope.to_msgpack(), _PREV_KEY, prev, _SEQ_KEY, msgpack.packb(seq),
+                        _TS_KEY, msgpack.packb(ts), _V_FIELD))
         return cls(seq, prev, ts, envelope, raw, leaf_hash(raw))
 
     @classmethod

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import msgpack
+
 from ledger.encoding import MAX_RECORD_BYTES, decode, encode
 from ledger.errors import EnvelopeError, SignatureError, TooLargeError, UnknownSignerError
 from ledger.keys import KeyId, PublicKey, Signer
@@ -89,8 +91,16 @@ class Envelope:
         }
 
     def to_msgpack(self) -> bytes:
-        """Canonical msgpack of :meth:`to_value`."""
-        return encode(self.to_value())
+        """Canonical msgpack of :meth:`to_value` (computed once per envelope).
+
+        Raises:
+            EncodingError: a string is not valid Unicode (a lone surrogate from JSON).
+        """
+        packed: bytes | None = self.__dict__.get("_packed")
+        if packed is None:
+            packed = _pack(self)
+            object.__setattr__(self, "_packed", packed)  # a cache, not a field: eq/hash ignore it
+        return packed
 
     @classmethod
     def from_dict(cls, obj: Any) -> Envelope:
@@ -222,6 +232,21 @@ def sign_envelope(payload_type: str, payload: bytes, signers: Iterable[Signer]) 
     if not sigs:
         raise EnvelopeError("sign_envelope: need at least one signer")
     return Envelope(payload_type, payload, sigs)
+
+
+def _pack(env: Envelope) -> bytes:
+    """``encode(env.to_value())`` without the generic walk: the shape is fixed and already
+    checked (``_check_shape``), and the dicts below are built with their keys in canonical
+    (UTF-8 byte) order, which msgpack keeps. Tests pin it to the generic encoder."""
+    try:
+        packed: bytes = msgpack.packb(
+            {"payload": env.payload, "payloadType": env.payload_type,
+             "signatures": [{"keyid": s.keyid, "sig": s.sig} for s in env.signatures]},
+            use_bin_type=True,
+        )
+    except UnicodeEncodeError:
+        return encode(env.to_value())  # raises the EncodingError that names the string
+    return packed
 
 
 def _check_shape(env: Envelope) -> None:

@@ -32,6 +32,7 @@ from ledger.mirror import Mirror
 from ledger.reader import LogReader
 from ledger.store import Database
 from ledger.trust import RootsPolicy, TrustGraph, admit
+from ledger.trust.admission import SignerPaths
 from ledger.trust.attestations import lean
 
 T = TypeVar("T")
@@ -85,6 +86,7 @@ class LogGate:
         self.graph = TrustGraph()
         self.roots = roots
         self._on_add = on_add
+        self._memo = SignerPaths()
 
     def public_key(self, key_id: KeyId) -> PublicKey | None:
         """A key introduced by this log's records."""
@@ -92,7 +94,8 @@ class LogGate:
 
     def admit(self, *, record: Record, signers: tuple[KeyId, ...], origin: str, at: int) -> None:
         """Raise unless this log's own records admit ``signers`` to append ``record``."""
-        admit(self.graph, record=record, signers=signers, origin=origin, at=at, roots_policy=self.roots)
+        admit(self.graph, record=record, signers=signers, origin=origin, at=at, roots_policy=self.roots,
+              memo=self._memo)
 
     def add(self, rec: LoggedRecord) -> None:
         """Take a durable record into this log's state and the global graph.
@@ -102,6 +105,7 @@ class LogGate:
         """
         if not isinstance(rec.record, Attestation):
             self.graph.add(rec)
+            self._memo.clear()
         if self._on_add is not None:
             self._on_add(rec)
 

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from ledger._ed25519 import SIGNATURE_SIZE, ed25519_verify
 from ledger.errors import KeyFormatError, SignatureError
 
 KeyId = NewType("KeyId", str)
@@ -63,11 +64,16 @@ class PublicKey:
     _crypto: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey = field(
         repr=False, compare=False
     )
+    _raw: bytes = field(repr=False, compare=False, default=b"")
 
     @property
     def key_id(self) -> KeyId:
-        """``sha256:`` + hex SHA-256 of the DER SubjectPublicKeyInfo."""
-        return key_id_of(self.der)
+        """``sha256:`` + hex SHA-256 of the DER SubjectPublicKeyInfo (computed once)."""
+        kid: KeyId | None = self.__dict__.get("_key_id")
+        if kid is None:
+            kid = key_id_of(self.der)
+            object.__setattr__(self, "_key_id", kid)  # a cache, not a field
+        return kid
 
     @classmethod
     def from_crypto(cls, key: object) -> PublicKey:
@@ -83,7 +89,11 @@ class PublicKey:
         der = key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        return cls(alg=alg, der=der, _crypto=key)
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        else:
+            raw = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        return cls(alg=alg, der=der, _crypto=key, _raw=raw)
 
     @classmethod
     def from_der(cls, der: bytes) -> PublicKey:
@@ -127,11 +137,7 @@ class PublicKey:
     @property
     def raw(self) -> bytes:
         """Raw key bytes: 32 bytes for Ed25519, the uncompressed point for P-256."""
-        if isinstance(self._crypto, ed25519.Ed25519PublicKey):
-            return self._crypto.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return self._crypto.public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
+        return self._raw
 
     def verify(self, *, signature: bytes, data: bytes) -> None:
         """Verify ``signature`` over ``data``.
@@ -139,16 +145,17 @@ class PublicKey:
         Raises:
             SignatureError: the signature is malformed, non-canonical or does not verify.
         """
+        if self.alg == "ed25519":
+            if len(signature) != SIGNATURE_SIZE:
+                raise SignatureError(
+                    f"Ed25519 signature by {self.key_id} has {len(signature)} bytes, want 64"
+                )
+            if not ed25519_verify(self._raw, signature, data):
+                raise SignatureError(f"signature by {self.key_id} does not verify", key_id=self.key_id)
+            return
+        _check_canonical_ecdsa(signature, self.key_id)
         try:
-            if isinstance(self._crypto, ed25519.Ed25519PublicKey):
-                if len(signature) != 64:
-                    raise SignatureError(
-                        f"Ed25519 signature by {self.key_id} has {len(signature)} bytes, want 64"
-                    )
-                self._crypto.verify(signature, data)
-            else:
-                _check_canonical_ecdsa(signature, self.key_id)
-                self._crypto.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+            self._crypto.verify(signature, data, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg]
         except InvalidSignature as e:
             raise SignatureError(
                 f"signature by {self.key_id} does not verify", key_id=self.key_id

@@ -29,7 +29,6 @@ timestamps never go backwards; the log never appends a record it has not verifie
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -38,12 +37,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from ledger import merkle
+from ledger._checkpoints import Checkpointer
 from ledger._recordids import RecordIdFilter
+from ledger._requests import AppendResult, Request
 from ledger.attestation import Attestation
-from ledger.checkpoint import Checkpoint, note_signer, sign_note, verifier_key
+from ledger.checkpoint import Checkpoint, note_signer, verifier_key
 from ledger.entry import Entry, LoggedRecord
 from ledger.envelope import Envelope
 from ledger.errors import (
@@ -51,7 +51,6 @@ from ledger.errors import (
     InputError,
     NotFoundError,
     OverloadedError,
-    StorageError,
     TurtlesError,
     UnavailableError,
     UnknownSignerError,
@@ -60,30 +59,11 @@ from ledger.keys import Signer
 from ledger.reader import LogReader
 from ledger.store import Batch, Database, Head, LogStore
 from ledger.verification import Gatekeeper, Prepared, index_rows, logged_from_entry, verify_envelope
-from ledger.watermark import Mark, Watermark
 
 _LOG = logging.getLogger("turtles.ledger.log")
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_QUEUE = 8192
 _PREPARE_CHUNK = 64  # envelopes per verification task in append_many (amortises the pool's overhead)
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    """Where a record landed and the checkpoint that covers it."""
-
-    index: int
-    leaf_hash: bytes
-    checkpoint: str
-    size: int
-    duplicate: bool = False
-
-
-@dataclass
-class _Request:
-    prepared: Prepared | None
-    envelope: Envelope
-    future: Future[AppendResult] = field(default_factory=Future)
 
 
 def _now_ms() -> int:
@@ -108,7 +88,7 @@ class Log(LogReader):
             raise NotFoundError(f"no log {store.origin!r} in this store", hint="run `turtles log init`")
         super().__init__(store)
         self._signer = signer
-        self._note_signer = note_signer(self.origin, signer)
+        self._checkpoints = Checkpointer(store, note_signer(self.origin, signer))
         self.vkey = verifier_key(self.origin, signer.public_key.raw)
         if meta.get("vkey") != self.vkey:
             raise InputError(
@@ -120,19 +100,18 @@ class Log(LogReader):
         self._max_batch = max_batch
         # A SimpleQueue (C, lock-free for the caller) with its bound kept here: Queue's
         # Python-level conditions cost more per append than the rest of submit.
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._max_queue = max_queue
         self._queued = 0
         self._queued_lock = threading.Lock()
         self._last_ts = self._read_last_ts()
-        self._watermark = _watermark_of(store)
-        self._check_watermark()
+        self._checkpoints.check_watermark(self._head)
         plan = merkle.tree_hash_plan(self._head.size)
         self._frontier: dict[merkle.Coord, bytes] = dict(zip(plan, store.hashes(plan), strict=True))
         self._record_ids = RecordIdFilter.of(store.record_ids(), self._head.size)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._checkpoint = self._ensure_checkpoint()
+        self._checkpoint = self._checkpoints.ensure(self._head)
         self._thread = threading.Thread(target=self._run, name=f"sequencer:{self.origin}", daemon=True)
         self._closed = False
         self._thread.start()
@@ -159,7 +138,9 @@ class Log(LogReader):
 
     def prepare(self, envelope: Envelope) -> Prepared:
         """Verify signatures and parse the record (see :func:`verify_envelope`); thread-safe."""
-        return verify_envelope(self._gate, envelope)
+        prepared = verify_envelope(self._gate, envelope)
+        envelope.to_msgpack()  # made here, often in a pool thread, rather than on the sequencer
+        return prepared
 
     def submit(self, envelope: Envelope, prepared: Prepared | None = None) -> Future[AppendResult]:
         """Queue an envelope for appending; the future resolves once durable and checkpointed.
@@ -172,15 +153,25 @@ class Log(LogReader):
             OverloadedError: the queue is full (retry later).
             UnavailableError: the log is closed.
         """
+        future: Future[AppendResult] = Future()
+        self._enqueue([Request(envelope, prepared, future)])
+        return future
+
+    def _enqueue(self, requests: Sequence[Request]) -> None:
+        """Queue ``requests`` (all or none).
+
+        Raises:
+            OverloadedError: they would take the queue over its bound.
+            UnavailableError: the log is closed.
+        """
         if self._closed:
             raise UnavailableError(f"log {self.origin} is closed")
-        req = _Request(prepared, envelope)
         with self._queued_lock:
-            if self._queued >= self._max_queue:
+            if self._queued + len(requests) > self._max_queue:
                 raise OverloadedError(f"log {self.origin}: {self._max_queue} submissions queued", retry_after=1)
-            self._queued += 1
-        self._queue.put(req)
-        return req.future
+            self._queued += len(requests)
+        for req in requests:
+            self._queue.put(req)
 
     def append(self, envelope: Envelope, *, timeout: float | None = 60) -> AppendResult:
         """Append one envelope and wait until it is durable (see :meth:`submit`)."""
@@ -191,41 +182,46 @@ class Log(LogReader):
         """Append many envelopes in order; each result is an AppendResult or the error it met.
 
         Signatures are verified in a pool of one thread per CPU while earlier envelopes are
-        already being sequenced; at most ``max_batch`` appends wait in the queue at a time.
+        already being sequenced; at most about ``max_batch`` appends wait in the queue at a
+        time. Envelopes go to the sequencer a verified chunk at a time, and only the last
+        request of a chunk carries a Future (see :mod:`ledger._requests`).
         """
         pool = self._verify_pool()
         chunks = [envelopes[i : i + _PREPARE_CHUNK] for i in range(0, len(envelopes), _PREPARE_CHUNK)]
         ahead = (os.cpu_count() or 2) * 2
         verifying = deque(pool.submit(self._prepare_chunk, c) for c in chunks[:ahead])
-        waiting: deque[Future[AppendResult]] = deque()
-        futures: list[Future[AppendResult] | TurtlesError] = []
+        out: list[AppendResult | TurtlesError | Request] = []
+        waiting: deque[tuple[Future[AppendResult], int]] = deque()  # (a chunk's last future, its size)
+        queued = 0
         for n, chunk in enumerate(chunks):
             prepared = verifying.popleft().result()
             if n + ahead < len(chunks):
                 verifying.append(pool.submit(self._prepare_chunk, chunks[n + ahead]))
+            requests = []
             for env, p in zip(chunk, prepared, strict=True):
                 if isinstance(p, TurtlesError):
-                    futures.append(p)
-                    continue
-                while len(waiting) >= self._max_batch:
-                    _wait_quietly(waiting.popleft())
-                try:
-                    fut = self.submit(env, p)
-                except TurtlesError as e:
-                    futures.append(e)
-                    continue
-                futures.append(fut)
-                waiting.append(fut)
-        out: list[AppendResult | TurtlesError] = []
-        for f in futures:
-            if isinstance(f, TurtlesError):
-                out.append(f)
+                    out.append(p)
+                else:
+                    requests.append(Request(env, p, None))
+            if not requests:
                 continue
+            last: Future[AppendResult] = Future()
+            requests[-1].future = last
+            while waiting and queued + len(requests) > self._max_batch:
+                fut, count = waiting.popleft()
+                _wait_quietly(fut)
+                queued -= count
             try:
-                out.append(f.result())
+                self._enqueue(requests)
             except TurtlesError as e:
-                out.append(e)
-        return out
+                out.extend(e for _ in requests)
+                continue
+            waiting.append((last, len(requests)))
+            queued += len(requests)
+            out.extend(requests)
+        for fut, _ in waiting:
+            _wait_quietly(fut)
+        return [_outcome(r) if isinstance(r, Request) else r for r in out]
 
     def _prepare_chunk(self, envelopes: Iterable[Envelope]) -> list[Prepared | TurtlesError | None]:
         out: list[Prepared | TurtlesError | None] = []
@@ -260,11 +256,7 @@ class Log(LogReader):
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout)
-        if self._watermark is not None:
-            try:
-                self._watermark.close()
-            except StorageError as e:  # the mark was synced when written; closing adds nothing
-                _LOG.warning("%s", e.message)
+        self._checkpoints.close()
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
@@ -291,9 +283,9 @@ class Log(LogReader):
                 self._queued -= len(batch)
             # A future its caller cancelled while queued is dropped (never appended); the
             # others become "running", so they can no longer be cancelled under our feet.
-            self._integrate([r for r in batch if r.future.set_running_or_notify_cancel()])
+            self._integrate([r for r in batch if r.start()])
 
-    def _integrate(self, requests: list[_Request]) -> None:
+    def _integrate(self, requests: list[Request]) -> None:
         pending = list(requests)
         while pending:
             try:
@@ -302,8 +294,8 @@ class Log(LogReader):
                 _LOG.exception("log %s: unexpected error integrating a batch", self.origin)
                 error = CorruptionError(f"log {self.origin}: unexpected error integrating a batch: {e!r}")
                 for req in pending:
-                    if not req.future.done():
-                        req.future.set_exception(error)
+                    if not req.done:
+                        req.reject(error)
                 self._reload()
                 return
 
@@ -314,16 +306,16 @@ class Log(LogReader):
         plan = merkle.tree_hash_plan(self._head.size)
         self._frontier = dict(zip(plan, self._store.hashes(plan), strict=True))
 
-    def _integrate_some(self, requests: list[_Request]) -> list[_Request]:
+    def _integrate_some(self, requests: list[Request]) -> list[Request]:
         """Commit a prefix of ``requests`` ending at the first key record; return the rest."""
         head = self._head
         ts = max(self._clock(), self._last_ts)
         entries: list[tuple[int, bytes]] = []
         index_keys: list[tuple[bytes, bytes]] = []
-        accepted: list[tuple[_Request, Entry, LoggedRecord]] = []
+        accepted: list[tuple[Request, Entry, LoggedRecord]] = []
         seen: dict[bytes, tuple[int, set[str]]] = {}
-        rest: list[_Request] = []
-        in_batch_dups: list[tuple[_Request, int]] = []
+        rest: list[Request] = []
+        in_batch_dups: list[tuple[Request, int]] = []
         prev = head.last
         for i, req in enumerate(requests):
             try:
@@ -333,11 +325,11 @@ class Log(LogReader):
                     if dup >= head.size:  # a twin in this very batch: answer once it is durable
                         in_batch_dups.append((req, dup))
                     else:
-                        req.future.set_result(self._result(dup, duplicate=True))
+                        req.resolve(self._result(dup, duplicate=True))
                     continue
                 self._gate.admit(record=prepared.record, signers=prepared.signers, origin=self.origin, at=ts)
             except TurtlesError as e:
-                req.future.set_exception(e)
+                req.reject(e)
                 continue
             seq = head.size + len(accepted)
             entry = Entry.build(seq=seq, prev=prev, ts=ts, envelope=prepared.envelope)
@@ -364,7 +356,7 @@ class Log(LogReader):
             self._store.commit(batch)
         except TurtlesError as e:
             for req in [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]:
-                req.future.set_exception(e)
+                req.reject(e)
             return rest
         self._head = batch.head
         self._frontier = frontier
@@ -372,15 +364,15 @@ class Log(LogReader):
         for _, _, logged in accepted:
             self._gate.add(logged)
         try:
-            self._checkpoint = self._sign_and_store(batch.head)
+            self._checkpoint = self._checkpoints.sign_and_store(batch.head)
         except TurtlesError as e:
             for req in [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]:
-                req.future.set_exception(e)
+                req.reject(e)
             return rest
         for req, entry, _ in accepted:
-            req.future.set_result(AppendResult(entry.seq, entry.leaf_hash, self._checkpoint, size))
+            req.resolve(AppendResult(entry.seq, entry.leaf_hash, self._checkpoint, size))
         for req, index in in_batch_dups:
-            req.future.set_result(self._result(index, duplicate=True))
+            req.resolve(self._result(index, duplicate=True))
         return rest
 
     def _next_frontier(self, size: int, hashes: Sequence[tuple[int, int, bytes]]) -> dict[merkle.Coord, bytes]:
@@ -431,54 +423,10 @@ class Log(LogReader):
         if self._covered_size() <= index:
             # The batch holding ``index`` is durable but its checkpoint was never stored
             # (a failed write or HSM): sign one now rather than answer with an older one.
-            self._checkpoint = self._sign_and_store(self._head)
+            self._checkpoint = self._checkpoints.sign_and_store(self._head)
         entry = Entry.from_bytes(self._store.entry(index))
         assert self._checkpoint is not None  # signed in __init__, before the sequencer started
         return AppendResult(index, entry.leaf_hash, self._checkpoint, self._head.size, duplicate)
-
-    # --- checkpoints ------------------------------------------------------------------------
-
-    def _sign_and_store(self, head: Head) -> str:
-        note = sign_note(Checkpoint(self.origin, head.size, head.root).to_text(), [self._note_signer])
-        self._store.put_checkpoint(head.size, note)
-        if self._watermark is not None:
-            self._watermark.write(Mark(head.size, head.root))
-        return note
-
-    def _check_watermark(self) -> None:
-        """Refuse a store that holds less than, or other than, what this log once signed."""
-        mark = self._watermark.read() if self._watermark is not None else None
-        if mark is None:
-            return
-        if mark.size > self._head.size:
-            raise CorruptionError(
-                f"log {self.origin}: the store holds {self._head.size} entries but a checkpoint of "
-                f"size {mark.size} was signed: acknowledged data was lost; refusing to sign a fork",
-                hint="restore the store from a copy at least as new, or re-mirror it from a peer",
-                head_size=self._head.size, signed_size=mark.size,
-            )
-        root = merkle.tree_hash(mark.size, self._store.hashes)
-        if root != mark.root:
-            raise CorruptionError(
-                f"log {self.origin}: the store's tree of size {mark.size} is not the one this log signed",
-                expected=mark.root, calculated=root,
-            )
-
-    def _ensure_checkpoint(self) -> str:
-        """The stored checkpoint for the durable head, signing it if a crash lost it."""
-        latest = self._store.latest_checkpoint()
-        if latest is not None and latest[0] == self._head.size:
-            return latest[1]
-        if latest is not None and latest[0] > self._head.size:
-            # A checkpoint was signed over a larger tree than the store holds: the store was
-            # restored from a stale backup. Signing now would fork the log (RELIABILITY S6).
-            raise CorruptionError(
-                f"log {self.origin}: head is at size {self._head.size} but a checkpoint of size "
-                f"{latest[0]} was signed; refusing to sign a fork",
-                hint="restore the store from a copy at least as new, or re-mirror it from a peer",
-                head_size=self._head.size, checkpoint_size=latest[0],
-            )
-        return self._sign_and_store(self._head)
 
     def _read_last_ts(self) -> int:
         if self._head.size == 0:
@@ -486,17 +434,16 @@ class Log(LogReader):
         return Entry.from_bytes(self._store.entry(self._head.size - 1)).ts
 
 
-def _watermark_of(store: LogStore) -> Watermark | None:
-    """The high-water mark file beside the store (None for a store without a directory)."""
-    if store.directory is None:
-        return None
-    name = "turtles-mark-" + hashlib.sha256(store.origin.encode()).hexdigest()[:16]
-    return Watermark(os.path.join(store.directory, name))
-
-
 def _wait_quietly(fut: Future[AppendResult]) -> None:
     """Wait for ``fut`` without raising (its outcome is collected later)."""
     fut.exception()
+
+
+def _outcome(req: Request) -> AppendResult | TurtlesError:
+    """The outcome of a request that the sequencer has handled."""
+    if req.outcome is None:  # never: requests are handled in queue order, the chunk's last one is done
+        return CorruptionError("append_many: a request was left without an outcome")
+    return req.outcome
 
 
 __all__ = [

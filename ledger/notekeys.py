@@ -22,9 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
+from ledger._ed25519 import ed25519_verify
 from ledger.errors import KeyFormatError, NoteError, SignatureError
 from ledger.keys import Signer
 
@@ -275,13 +273,7 @@ def _cosigned_message(text: bytes, timestamp: int) -> bytes:
 
 
 def _ed25519_ok(public_raw: bytes, signature: bytes, message: bytes) -> bool:
-    if len(signature) != _SIGNATURE_SIZE:
-        return False
-    try:
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return ed25519_verify(public_raw, signature, message)
 
 
 def _signature_line(

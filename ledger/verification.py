@@ -45,6 +45,9 @@ class Gatekeeper(Protocol):
         ...
 
 
+_SELF_KEYED = frozenset((RootRecord.payload_type(), Rotation.payload_type()))
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A submission whose signatures and record verified (admission still to come)."""
@@ -67,12 +70,12 @@ def verify_envelope(gate: Gatekeeper, envelope: Envelope) -> Prepared:
         RecordError, EncodingError: the payload is not a valid record.
     """
     keys: dict[KeyId, PublicKey] = {}
-    for kid in envelope.key_ids:
-        key = gate.public_key(KeyId(kid))
+    for s in envelope.signatures:
+        key = gate.public_key(KeyId(s.keyid))
         if key is not None:
             keys[key.key_id] = key
     embedded: Record | None = None
-    if envelope.payload_type in (RootRecord.payload_type(), Rotation.payload_type()):
+    if envelope.payload_type in _SELF_KEYED:
         # These records carry the key that signs them; the strict decoder is safe on
         # hostile bytes, so parsing before verifying is bounded here.
         embedded = parse_key_record(envelope.payload_type, envelope.payload)

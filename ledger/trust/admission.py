@@ -87,6 +87,40 @@ class RootsPolicy:
         return self.allow_any or root.key.key_id in self.key_ids or root.org in self.orgs
 
 
+class SignerPaths:
+    """A memo of each signer's accepted delegated paths, for admitting many attestations.
+
+    A log admits a batch of attestations at one time ``at`` against one state of its key
+    records, and most of them have the same few signers; the path search is the costly
+    part of admission (tens of microseconds), the scope check per record is cheap. The
+    owner must call :meth:`clear` whenever the graph changes (a key record is added).
+
+    Only acceptance is taken from the memo: when no remembered path lets a signer attest,
+    admission runs its full search as if there were no memo, so answers and refusal
+    messages are the same with or without it.
+    """
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self._paths: dict[tuple[KeyId, int], tuple[TrustPath, ...]] = {}
+        self._max = max_entries
+
+    def clear(self) -> None:
+        """Forget everything (the graph changed)."""
+        self._paths = {}
+
+    def accepted(self, graph: TrustGraph, kid: KeyId, at: int) -> tuple[TrustPath, ...]:
+        """The accepted delegated paths of ``kid`` at ``at`` (the first ``_ADMIT_LIMIT``)."""
+        paths = self._paths.get((kid, at))
+        if paths is None:
+            ex = explain_with(graph, kid, rules=_RULES, purpose=None, at=at, kind="key", limit=_ADMIT_LIMIT,
+                              viable_only=True)
+            paths = tuple(ex.accepted)
+            if len(self._paths) >= self._max:
+                self._paths = {}
+            self._paths[(kid, at)] = paths
+        return paths
+
+
 def admit(
     graph: TrustGraph,
     *,
@@ -95,8 +129,11 @@ def admit(
     origin: str,
     at: int,
     roots_policy: RootsPolicy,
+    memo: SignerPaths | None = None,
 ) -> None:
     """Raise unless ``signers`` may append ``record`` to log ``origin`` at time ``at``.
+
+    ``memo`` (optional) remembers signers' paths between calls; see :class:`SignerPaths`.
 
     Raises:
         NotAdmittedError: no acceptable signer, a required signature is missing, a
@@ -109,7 +146,7 @@ def admit(
         _admit_root(graph, record, signers, origin, roots_policy)
         return
     if isinstance(record, Attestation):
-        _admit_attestation(graph, record, signers, origin, at)
+        _admit_attestation(graph, record, signers, origin, at, memo)
         return
     for kid in required_signers(record):
         if kid not in signers:
@@ -160,7 +197,8 @@ def _admit_root(
 
 
 def _admit_attestation(
-    graph: TrustGraph, record: Attestation, signers: Sequence[KeyId], origin: str, at: int
+    graph: TrustGraph, record: Attestation, signers: Sequence[KeyId], origin: str, at: int,
+    memo: SignerPaths | None,
 ) -> None:
     if not signers:
         raise NotAdmittedError("attestation has no verified signer", rule="required_signer", origin=origin)
@@ -170,6 +208,11 @@ def _admit_attestation(
     def may_attest(p: TrustPath) -> bool:
         scope = p.hops[-1].scope
         return ("release" in scope.purposes or "build" in scope.purposes) and all(scope.covers(n) for n in names)
+
+    # A remembered accepted path that lets a signer attest is one the search below would
+    # also find (same order, it only stops earlier); anything else takes the full search.
+    if memo is not None and any(may_attest(p) for kid in signers for p in memo.accepted(graph, kid, at)):
+        return
 
     for kid in signers:
         try:
@@ -231,4 +274,4 @@ def _blocking(reasons: tuple[Reason, ...]) -> Reason:
     return reasons[0]
 
 
-__all__ = ["RootsPolicy", "admit"]
+__all__ = ["RootsPolicy", "SignerPaths", "admit"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.attestation import Artefact, Attestation, make_statement
 from ledger.entry import Record
 from ledger.errors import ExpiredError, NotAdmittedError, RevokedError, ScopeError
 from ledger.records import Delegation, Endorsement, Revocation, RootRecord, Rotation
 from ledger.trust import RootsPolicy, admit
+from ledger.trust.admission import SignerPaths
 from tests.ledger.trust.world import POOL, World, digest, kid
 
 AT = 10_000
@@ -218,3 +221,60 @@ def test_admission_terminates_on_cycles() -> None:
     w.delegate(5, 1, ts=7, purposes=("delegate", "release"), max_depth=1)  # 1 <-> 5
     _admit(w, _att("app-1"), 2)
     _admit(w, _att("x"), 5)
+
+
+# --- the signer-path memo (SignerPaths) --------------------------------------------------
+
+_NAMES = ("app-1", "lib-2", "x")
+_edges = st.lists(
+    st.tuples(st.integers(0, 6), st.integers(1, 7), st.sampled_from([("release",), ("build",), ("delegate", "release"),
+                                                                     ("log",)]),
+              st.sampled_from([("*",), ("app-*",), ("lib-*", "x")]), st.integers(0, 2),
+              st.sampled_from([None, 40, 80])),
+    min_size=1, max_size=12,
+)
+
+
+def _outcome(w: World, record: Record, signers: tuple[int, ...], at: int, memo: SignerPaths | None) -> str:
+    try:
+        admit(w.graph, record=record, signers=tuple(kid(i) for i in signers), origin="log.a", at=at,
+              roots_policy=ANY, memo=memo)
+    except NotAdmittedError as e:
+        return f"{type(e).__name__}: {e.message} {e.rule}"  # type: ignore[attr-defined]
+    return "admitted"
+
+
+@settings(max_examples=60, deadline=None)
+@given(_edges, st.lists(st.tuples(st.integers(1, 7), st.integers(0, 60)), max_size=3))
+def test_the_memo_never_changes_an_answer(
+    edges: list[tuple[int, int, tuple[str, ...], tuple[str, ...], int, int | None]],
+    revocations: list[tuple[int, int]],
+) -> None:
+    w = World()
+    w.root(0, "acme", ts=1)
+    for n, (issuer, subject, purposes, globs, depth, until) in enumerate(edges):
+        if issuer != subject:
+            w.delegate(issuer, subject, ts=n + 2, purposes=purposes, artefacts=globs, max_depth=depth,
+                       not_after=until)
+    for target, since in revocations:
+        w.revoke(target, target, ts=30, since=since)
+    memo = SignerPaths()
+    for at in (50, 50, 90):  # the memo is reused across records at one time, then a new time
+        for signer in range(8):
+            for names in ((n,) for n in _NAMES):
+                att = Attestation.from_payload(make_statement(subject=Artefact(names[0], digest(names[0]))))
+                assert _outcome(w, att, (signer,), at, memo) == _outcome(w, att, (signer,), at, None)
+
+
+def test_log_gate_forgets_remembered_paths_when_a_key_record_arrives() -> None:
+    from ledger.holdings import LogGate
+
+    w = _world()
+    gate = LogGate(ANY)
+    for rec in w.records:
+        gate.add(rec)
+    gate.admit(record=_att("app-1"), signers=(kid(2),), origin="log.a", at=AT)  # remembered: 2 may attest
+    w.revoke(1, 2, ts=AT - 1)
+    gate.add(w.records[-1])
+    with pytest.raises(RevokedError):
+        gate.admit(record=_att("app-2"), signers=(kid(2),), origin="log.a", at=AT)
