@@ -5,6 +5,9 @@ Each limit is the ceiling one part of the append path cannot beat:
 * ``ed25519_verify_1t`` / ``ed25519_verify_2t`` -- Ed25519 verifications per second of a
   DSSE PAE the size of a typical attestation, ``cryptography`` called directly, one thread
   and two threads (it releases the GIL while verifying, so two threads use both cores).
+  The append targets are ratios to ``ed25519_verify_2t``, the issue's definition.
+* ``ed25519_verify_2t_libsodium`` -- the same through libsodium, the verifier turtles uses
+  (``ledger._ed25519``; about twice as fast): how much of an append is the signature itself.
 * ``p256_verify_1t`` / ``p256_verify_2t`` -- the same for ECDSA P-256 / SHA-256.
 * ``ed25519_sign_1t`` -- software Ed25519 signatures per second (a checkpoint costs one).
 * ``sha256_node`` -- RFC 9162 interior-node hashes per second (``SHA-256(0x01||l||r)``).
@@ -31,18 +34,20 @@ from collections.abc import Callable
 from typing import Any
 
 import plyvel
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pkcs11 import Mechanism, ObjectClass
 
 from bench._harness import Context, limit, main
 from bench._hsm import HSM_KEY_LABEL, softhsm_signer
+from ledger._ed25519 import ed25519_verify
 from ledger.hsm import Pkcs11Context, Pkcs11Signer
 from ledger.keys import Algorithm
 
 ED25519_VERIFY_1T = "ed25519_verify_1t"
 ED25519_VERIFY_US = "ed25519_verify_us"
 ED25519_VERIFY_2T = "ed25519_verify_2t"
+ED25519_SODIUM_2T = "ed25519_verify_2t_libsodium"
 P256_VERIFY_1T = "p256_verify_1t"
 P256_VERIFY_2T = "p256_verify_2t"
 ED25519_SIGN_1T = "ed25519_sign_1t"
@@ -75,14 +80,15 @@ def threads_rate(n_threads: int, per_thread: int, work: Callable[[int], None]) -
     return n_threads * per_thread / (time.perf_counter() - t0)
 
 
-def _verify_limit(ctx: Context, key: str, threads: int, verify: Callable[[], None], n: int, what: str) -> None:
+def _verify_limit(ctx: Context, key: str, threads: int, verify: Callable[[], None], n: int, what: str,
+                  library: str = "cryptography") -> None:
     def work(count: int) -> None:
         for _ in range(count):
             verify()
 
     work(50)  # warm up
     values = [threads_rate(threads, n, work) for _ in range(ctx.reps(5, 9))]
-    ctx.record_raw(key, values, "verifies/s", f"{what}, {threads} thread(s), cryptography")
+    ctx.record_raw(key, values, "verifies/s", f"{what}, {threads} thread(s), {library}")
 
 
 def _ed25519_verify() -> Callable[[], None]:
@@ -121,8 +127,19 @@ def ed25519_verify_1t(ctx: Context) -> None:
 
 @limit(ED25519_VERIFY_2T)
 def ed25519_verify_2t(ctx: Context) -> None:
-    """Ed25519 verifies/s, two threads."""
+    """Ed25519 verifies/s, two threads: the raw limit the append targets are set against."""
     _verify_limit(ctx, ED25519_VERIFY_2T, 2, _ed25519_verify(), ctx.reps(3000, 6000), "Ed25519 ~420 B")
+
+
+@limit(ED25519_SODIUM_2T)
+def ed25519_sodium_2t(ctx: Context) -> None:
+    """Ed25519 verifies/s, two threads, through the libsodium call turtles itself uses
+    (``ledger._ed25519``): for reading how much of the append path is the signature."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    sig = key.sign(MESSAGE)
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    _verify_limit(ctx, ED25519_SODIUM_2T, 2, lambda: ed25519_verify(pub, sig, MESSAGE), ctx.reps(3000, 6000),
+                  "Ed25519 ~420 B", library="libsodium (PyNaCl)")
 
 
 @limit(P256_VERIFY_1T)

@@ -35,6 +35,7 @@ from ledger.merkle_core import (
 from ledger.merkle_stored import (
     Coord,
     HashReader,
+    RangeMemo,
     assemble_consistency,
     assemble_inclusion,
     assemble_tree_hash,
@@ -262,6 +263,7 @@ __all__ = [
     "MAX_TREE_SIZE",
     "Coord",
     "HashReader",
+    "RangeMemo",
     "assemble_consistency",
     "assemble_inclusion",
     "assemble_tree_hash",

@@ -17,7 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 
 from ledger.errors import CorruptionError, InputError
 from ledger.merkle_core import (
@@ -38,6 +38,10 @@ Coord = tuple[int, int]
 
 HashReader = Callable[[Sequence[Coord]], Sequence[bytes]]
 """Reads the stored hashes at the given coordinates, in order, in one batch."""
+
+RangeMemo = MutableMapping[tuple[int, int], bytes]
+"""Hashes of leaf ranges ``[lo, hi)`` that are not one stored subtree (the right edge of a
+tree), remembered by a caller that proves often: they never change once the leaves exist."""
 
 
 def stored_hashes_for_leaf(
@@ -143,17 +147,19 @@ def assemble_inclusion(index: int, size: int, hashes: Sequence[bytes]) -> list[b
     return _assemble(_inclusion_ranges(index, size), hashes)
 
 
-def prove_inclusion(index: int, size: int, read: HashReader) -> list[bytes]:
+def prove_inclusion(index: int, size: int, read: HashReader, memo: RangeMemo | None = None) -> list[bytes]:
     """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves, from stored hashes.
 
     Requires ``0 <= index < size`` and the first ``size`` leaves stored. Makes one call to
-    ``read`` for O(log size) hashes; the result equals :func:`inclusion_proof`'s.
+    ``read`` for O(log size) hashes; the result equals :func:`inclusion_proof`'s. ``memo``
+    (optional) remembers the hashes of right-edge ranges between calls.
 
     Raises:
         InputError: the preconditions do not hold.
         CorruptionError: ``read`` returned the wrong number or size of hashes.
     """
-    return assemble_inclusion(index, size, _read(read, inclusion_plan(index, size)))
+    _check_index(index, size)
+    return _range_hashes(_inclusion_ranges(index, size), read, memo)
 
 
 def consistency_plan(size1: int, size2: int) -> list[Coord]:
@@ -168,17 +174,19 @@ def assemble_consistency(size1: int, size2: int, hashes: Sequence[bytes]) -> lis
     return _assemble(_consistency_ranges(size1, size2), hashes)
 
 
-def prove_consistency(size1: int, size2: int, read: HashReader) -> list[bytes]:
+def prove_consistency(size1: int, size2: int, read: HashReader, memo: RangeMemo | None = None) -> list[bytes]:
     """The consistency proof from ``size1`` to ``size2``, from stored hashes.
 
     Requires ``0 <= size1 <= size2`` and the first ``size2`` leaves stored. Makes at most
-    one call to ``read``; the result equals :func:`consistency_proof`'s.
+    one call to ``read``; the result equals :func:`consistency_proof`'s. ``memo`` as for
+    :func:`prove_inclusion`.
 
     Raises:
         InputError: the preconditions do not hold.
         CorruptionError: ``read`` returned the wrong number or size of hashes.
     """
-    return assemble_consistency(size1, size2, _read(read, consistency_plan(size1, size2)))
+    _check_sizes(size1, size2)
+    return _range_hashes(_consistency_ranges(size1, size2), read, memo)
 
 
 # --- internals -----------------------------------------------------------------------------
@@ -196,6 +204,33 @@ def _range_coords(lo: int, hi: int) -> list[Coord]:
         coords.append((level, lo >> level))
         lo += 1 << level
     return coords
+
+
+def _range_hashes(ranges: Sequence[tuple[int, int]], read: HashReader, memo: RangeMemo | None) -> list[bytes]:
+    """The hash of each leaf range: plan, one read, fold -- in one pass over the ranges."""
+    out: list[bytes] = []
+    plan: list[Coord] = []
+    groups: list[tuple[int, int]] = []  # (position in out, number of stored hashes folded)
+    for lo, hi in ranges:
+        known = memo.get((lo, hi)) if memo is not None else None
+        if known is not None:
+            out.append(known)
+            continue
+        coords = _range_coords(lo, hi)
+        groups.append((len(out), len(coords)))
+        plan += coords
+        out.append(b"")
+    hashes = _read(read, plan)
+    pos = 0
+    for i, count in groups:
+        h = hashes[pos + count - 1]
+        for left in reversed(hashes[pos : pos + count - 1]):
+            h = node_hash(left, h)
+        pos += count
+        out[i] = h
+        if memo is not None and count > 1:
+            memo[ranges[i]] = h
+    return out
 
 
 def _plan(ranges: Sequence[tuple[int, int]]) -> list[Coord]:
@@ -256,6 +291,7 @@ def _check_input_hash(h: bytes, what: str) -> None:
 __all__ = [
     "Coord",
     "HashReader",
+    "RangeMemo",
     "assemble_consistency",
     "assemble_inclusion",
     "assemble_tree_hash",

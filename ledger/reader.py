@@ -20,9 +20,14 @@ from ledger.store import Head, LogStore
 CACHED_LEVEL = 4
 """Stored hashes of subtrees of 2**4 = 16 leaves and more are cached (1/8 of all hashes): all
 but the four lowest hashes of an inclusion proof come from memory."""
-MAX_CACHED = 1 << 17
-"""At most this many cached hashes (about 25 MiB); a log of one million entries fills it,
-beyond that the hashes read first stay cached and the others are read from the store."""
+MAX_CACHED = 1 << 18
+"""At most this many cached hashes (about 40 MiB when full): every level >= 4 hash of a log of
+two million entries; beyond that the hashes read first stay cached and the others are read
+from the store."""
+MAX_RANGES = 1 << 12
+"""Right-edge range hashes remembered (:data:`ledger.merkle.RangeMemo`); every proof at one
+tree size shares its right edge, so a few dozen serve a whole size. Forgotten all at once
+when full (a few hundred KiB at most)."""
 
 
 class LogReader:
@@ -34,6 +39,7 @@ class LogReader:
         self._head = store.head()
         self._checkpoint: str | None = None
         self._hash_cache: dict[tuple[int, int], bytes] = {}
+        self._ranges: dict[tuple[int, int], bytes] = {}
 
     def _hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
         """Stored hashes at ``coords`` (a :data:`ledger.merkle.HashReader`), through the cache."""
@@ -51,6 +57,11 @@ class LogReader:
                     cache[c] = h
             out.append(h)
         return out
+
+    def _range_memo(self) -> dict[tuple[int, int], bytes]:
+        if len(self._ranges) >= MAX_RANGES:
+            self._ranges = {}
+        return self._ranges
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -102,14 +113,14 @@ class LogReader:
         self._check_size(size)
         if not 0 <= index < size:
             raise ProofError(f"no inclusion proof: index {index} is not below size {size}")
-        return merkle.prove_inclusion(index, size, self._hashes)
+        return merkle.prove_inclusion(index, size, self._hashes, self._range_memo())
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """Proof that the tree of ``size1`` is a prefix of the tree of ``size2``."""
         self._check_size(size2)
         if not 0 <= size1 <= size2:
             raise ProofError(f"no consistency proof from size {size1} to {size2}")
-        return merkle.prove_consistency(size1, size2, self._hashes)
+        return merkle.prove_consistency(size1, size2, self._hashes, self._range_memo())
 
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self._head.size:

@@ -275,6 +275,19 @@ def test_exhaustive_small_trees_match_reference() -> None:
             merkle.verify_consistency(size1, size, want, ref_mth(d[:size1]), ref_mth(d))
 
 
+def test_a_shared_range_memo_never_changes_a_proof() -> None:
+    # One memo across every size and index, as a LogReader keeps it: right-edge ranges
+    # remembered at one size must serve the others unchanged.
+    memo: merkle.RangeMemo = {}
+    for size in range(0, 70):
+        d = BIG_LEAVES[:size]
+        for index in range(size):
+            assert merkle.prove_inclusion(index, size, BIG_STORE.read, memo) == ref_path(index, d)
+        for size1 in range(0, size + 1):
+            assert merkle.prove_consistency(size1, size, BIG_STORE.read, memo) == ref_proof(size1, d)
+    assert memo and all(hi - lo & (hi - lo - 1) for lo, hi in memo)  # only ranges of several subtrees
+
+
 @st.composite
 def index_and_size(draw: st.DrawFn) -> tuple[int, int]:
     size = draw(st.integers(1, BIG))
