@@ -148,9 +148,10 @@ def bootstrap_envelopes() -> list[Envelope]:
     ]
 
 
-def open_world(path: Path, *, log_key: Signer = LOG_KEY) -> World:
+def open_world(path: Path, *, log_key: Signer = LOG_KEY, verify_processes: int = 0) -> World:
     """Create (or reopen) the benchmark log at ``path``."""
-    holdings = Holdings.open(path, origin=ORIGIN, signer=log_key, roots=RootsPolicy.any_self_signed(), create=True)
+    holdings = Holdings.open(path, origin=ORIGIN, signer=log_key, roots=RootsPolicy.any_self_signed(), create=True,
+                             verify_processes=verify_processes)
     world = World(holdings, path)
     if world.log.size == 0:
         for env in bootstrap_envelopes():

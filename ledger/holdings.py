@@ -150,6 +150,7 @@ class Holdings:
         roots: RootsPolicy | None = None,
         create: bool = False,
         clock: Callable[[], int] | None = None,
+        verify_processes: int = 0,
     ) -> Holdings:
         """Open the LevelDB at ``path``, replay every log into the trust state, open them.
 
@@ -160,6 +161,8 @@ class Holdings:
             roots: which root records the own log admits.
             create: create the own log if it does not exist.
             clock: time source in Unix ms (tests).
+            verify_processes: worker processes verifying large ``append_many`` calls on
+                the own log (0: threads only; see :mod:`ledger.procverify`).
 
         Raises:
             StoreLockedError: another process holds the store.
@@ -176,24 +179,28 @@ class Holdings:
             if origin is not None:
                 if signer is None:
                     raise NotFoundError("opening the own log needs its signing key")
-                self.own = self._open_own(origin, signer, roots or RootsPolicy.any_self_signed(), create, clock)
+                self.own = self._open_own(origin, signer, roots or RootsPolicy.any_self_signed(), create, clock,
+                                          verify_processes)
         except BaseException:
             db.close()
             raise
         return self
 
     def _open_own(
-        self, origin: str, signer: Signer, roots: RootsPolicy, create: bool, clock: Callable[[], int] | None
+        self, origin: str, signer: Signer, roots: RootsPolicy, create: bool, clock: Callable[[], int] | None,
+        verify_processes: int,
     ) -> Log:
         gate = LogGate(roots, self._add_to_graph)
         store = self.db.log(origin)
         _replay(LogReader(store), gate)
-        kw = {"clock": clock} if clock else {}
+        kw: dict[str, Any] = {"verify_processes": verify_processes}
+        if clock:
+            kw["clock"] = clock
         if store.meta() is None:
             if not create:
                 raise NotFoundError(f"no log {origin!r} in {self.db.path}", hint="run `turtles log init`")
             return Log.create(self.db, origin, signer=signer, gate=gate, **kw)
-        return Log(store, signer=signer, gate=gate, **kw)  # type: ignore[arg-type]
+        return Log(store, signer=signer, gate=gate, **kw)
 
     def _open_mirror(self, origin: str, vkey: str) -> Mirror:
         gate = LogGate(RootsPolicy.any_self_signed(), self._add_to_graph)

@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from ledger import merkle
 from ledger._checkpoints import Checkpointer
@@ -56,6 +57,7 @@ from ledger.errors import (
     UnknownSignerError,
 )
 from ledger.keys import Signer
+from ledger.procverify import VerifierProcesses
 from ledger.reader import LogReader
 from ledger.store import Batch, Database, Head, LogStore
 from ledger.verification import Gatekeeper, Prepared, index_rows, logged_from_entry, verify_envelope
@@ -64,6 +66,8 @@ _LOG = logging.getLogger("turtles.ledger.log")
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_QUEUE = 8192
 _PREPARE_CHUNK = 64  # envelopes per verification task in append_many (amortises the pool's overhead)
+_PROCESS_CHUNK = 256  # envelopes per task sent to a worker process (amortises the pipe)
+_PROCESS_MIN = 512  # smaller calls are verified in threads (a round trip to a worker costs ~1 ms)
 
 
 def _now_ms() -> int:
@@ -82,6 +86,7 @@ class Log(LogReader):
         clock: Callable[[], int] = _now_ms,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        verify_processes: int = 0,
     ) -> None:
         meta = store.meta()
         if meta is None:
@@ -111,6 +116,7 @@ class Log(LogReader):
         self._record_ids = RecordIdFilter.of(store.record_ids(), self._head.size)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._procs = VerifierProcesses(verify_processes) if verify_processes > 0 else None
         self._checkpoint = self._checkpoints.ensure(self._head)
         self._thread = threading.Thread(target=self._run, name=f"sequencer:{self.origin}", daemon=True)
         self._closed = False
@@ -181,28 +187,31 @@ class Log(LogReader):
     def append_many(self, envelopes: Sequence[Envelope]) -> list[AppendResult | TurtlesError]:
         """Append many envelopes in order; each result is an AppendResult or the error it met.
 
-        Signatures are verified in a pool of one thread per CPU while earlier envelopes are
-        already being sequenced; at most about ``max_batch`` appends wait in the queue at a
-        time. Envelopes go to the sequencer a verified chunk at a time, and only the last
-        request of a chunk carries a Future (see :mod:`ledger._requests`).
+        Envelopes are verified ahead of the sequencer, a chunk at a time: in worker
+        processes when the log has them (``verify_processes``) and the call is large
+        enough, else in a pool of one thread per CPU. At most about ``max_batch`` appends
+        wait in the queue at a time, and only the last request of a chunk carries a Future
+        (see :mod:`ledger._requests`).
         """
-        pool = self._verify_pool()
-        chunks = [envelopes[i : i + _PREPARE_CHUNK] for i in range(0, len(envelopes), _PREPARE_CHUNK)]
-        ahead = (os.cpu_count() or 2) * 2
-        verifying = deque(pool.submit(self._prepare_chunk, c) for c in chunks[:ahead])
+        procs = self._procs if self._procs is not None and len(envelopes) >= _PROCESS_MIN else None
+        size = _PROCESS_CHUNK if procs is not None else _PREPARE_CHUNK
+        chunks = [envelopes[i : i + size] for i in range(0, len(envelopes), size)]
+        ahead = 2 * (procs.workers if procs is not None else os.cpu_count() or 2)
+        verifying = deque(self._start_verifying(c, procs) for c in chunks[:ahead])
         out: list[AppendResult | TurtlesError | Request] = []
         waiting: deque[tuple[Future[AppendResult], int]] = deque()  # (a chunk's last future, its size)
         queued = 0
         for n, chunk in enumerate(chunks):
-            prepared = verifying.popleft().result()
+            prepared = self._finish_verifying(verifying.popleft(), chunk, procs)
             if n + ahead < len(chunks):
-                verifying.append(pool.submit(self._prepare_chunk, chunks[n + ahead]))
+                verifying.append(self._start_verifying(chunks[n + ahead], procs))
             requests = []
             for env, p in zip(chunk, prepared, strict=True):
                 if isinstance(p, TurtlesError):
                     out.append(p)
                 else:
                     requests.append(Request(env, p, None))
+                    out.append(requests[-1])
             if not requests:
                 continue
             last: Future[AppendResult] = Future()
@@ -214,23 +223,38 @@ class Log(LogReader):
             try:
                 self._enqueue(requests)
             except TurtlesError as e:
-                out.extend(e for _ in requests)
+                for req in requests:
+                    req.reject(e)
                 continue
             waiting.append((last, len(requests)))
             queued += len(requests)
-            out.extend(requests)
         for fut, _ in waiting:
             _wait_quietly(fut)
         return [_outcome(r) if isinstance(r, Request) else r for r in out]
 
+    def _start_verifying(self, chunk: Sequence[Envelope], procs: VerifierProcesses | None) -> Future[Any]:
+        if procs is not None:
+            return procs.submit(self._gate, chunk)
+        return self._verify_pool().submit(self._prepare_chunk, chunk)
+
+    def _finish_verifying(
+        self, fut: Future[Any], chunk: Sequence[Envelope], procs: VerifierProcesses | None
+    ) -> list[Prepared | TurtlesError | None]:
+        if procs is None:
+            return fut.result()  # type: ignore[no-any-return]
+        done = procs.collect(fut, chunk)
+        # What the workers handed back (key records, failures, unknown signers) is verified
+        # here, by the same code as without workers.
+        return [p if p is not None else self._prepare_one(env) for env, p in zip(chunk, done, strict=True)]
+
     def _prepare_chunk(self, envelopes: Iterable[Envelope]) -> list[Prepared | TurtlesError | None]:
-        out: list[Prepared | TurtlesError | None] = []
-        for env in envelopes:
-            try:
-                out.append(self.try_prepare(env))
-            except TurtlesError as e:
-                out.append(e)
-        return out
+        return [self._prepare_one(env) for env in envelopes]
+
+    def _prepare_one(self, envelope: Envelope) -> Prepared | TurtlesError | None:
+        try:
+            return self.try_prepare(envelope)
+        except TurtlesError as e:
+            return e
 
     def _verify_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -260,6 +284,8 @@ class Log(LogReader):
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
+        if self._procs is not None:
+            self._procs.close()
 
     # --- the sequencer ----------------------------------------------------------------------
 

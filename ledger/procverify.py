@@ -1,0 +1,166 @@
+"""Verifying attestation envelopes in worker processes, for bulk appends and mirroring.
+
+Why: in one CPython process every byte of Python holds the GIL. Signature verification
+itself releases it (``ledger._ed25519``), but parsing the in-toto statement and the Python
+around each signature do not, and with the sequencer's own work they make the GIL, not the
+two cores, the limit of a thread pool (about 80 us of GIL per attestation against ~55 us of
+signature). Worker processes have their own GIL: they run the very same
+:func:`~ledger.verification.verify_envelope` on a copy of each envelope and send back only
+what the log needs to admit, chain and index the record.
+
+What crosses the pipe: to a worker, the payload type, payload and signatures of each
+envelope and the DER of every key the parent's gatekeeper knows for its key ids; back, for
+an attestation that verified, its signers, record id, subjects, predicate type, materials
+and builder. The parent rebuilds a *lean* :class:`~ledger.attestation.Attestation` (its
+``statement`` left empty, as :func:`ledger.trust.attestations.lean` does for the trust
+graph): the log never reads the statement; readers re-parse stored entries.
+
+What does not: anything that is not an attestation, any envelope that fails, and any
+envelope whose signer the parent does not know yet come back as ``None``, and the caller
+verifies those itself, in its own process, so every refusal is raised by the same code,
+with the same message, as without workers. A broken pool (a worker killed) is replaced,
+and the chunk is verified in the caller's process instead.
+
+Workers are started with ``forkserver`` (never ``fork``: a node's process holds threads and
+locks that a forked child would inherit mid-use). As with any ``multiprocessing`` use, a
+script that turns workers on must keep its top-level code under ``if __name__ ==
+"__main__"``: each worker imports the main module.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from ledger.attestation import PAYLOAD_TYPE, Artefact, Attestation
+from ledger.entry import LoggedRecord, Record
+from ledger.envelope import Envelope, Signature
+from ledger.errors import TurtlesError
+from ledger.keys import KeyId, PublicKey
+from ledger.verification import Gatekeeper, Prepared, verify_envelope
+
+_Item = tuple[str, bytes, tuple[tuple[str, bytes], ...]]
+_Parts = tuple[tuple[KeyId, ...], bytes, tuple[tuple[str, str], ...], str, tuple[tuple[str, str], ...], str | None]
+
+_WORKER_KEYS: dict[bytes, PublicKey] = {}  # in a worker: DER -> parsed key, kept between chunks
+
+
+class _KnownKeys:
+    """The one part of a Gatekeeper a worker needs: the keys the parent knows."""
+
+    def __init__(self, keys: dict[KeyId, PublicKey]) -> None:
+        self._keys = keys
+
+    def public_key(self, key_id: KeyId) -> PublicKey | None:
+        return self._keys.get(key_id)
+
+    def admit(self, *, record: Record, signers: tuple[KeyId, ...], origin: str, at: int) -> None:
+        raise AssertionError("workers never admit")  # pragma: no cover
+
+    def add(self, rec: LoggedRecord) -> None:
+        raise AssertionError("workers never add")  # pragma: no cover
+
+
+def _key(der: bytes) -> PublicKey:
+    key = _WORKER_KEYS.get(der)
+    if key is None:
+        if len(_WORKER_KEYS) > 4096:
+            _WORKER_KEYS.clear()
+        key = _WORKER_KEYS[der] = PublicKey.from_der(der)
+    return key
+
+
+def verify_chunk(keys: dict[str, bytes], items: Sequence[_Item]) -> list[_Parts | None]:
+    """Verify each envelope (runs in a worker); None for what the caller must verify itself."""
+    known = _KnownKeys({KeyId(kid): _key(der) for kid, der in keys.items()})
+    out: list[_Parts | None] = []
+    for ptype, payload, sigs in items:
+        if ptype != PAYLOAD_TYPE:
+            out.append(None)
+            continue
+        try:
+            env = Envelope(ptype, payload, tuple(Signature(k, s) for k, s in sigs))
+            p = verify_envelope(known, env)
+        except TurtlesError:
+            out.append(None)
+            continue
+        a = p.record
+        assert isinstance(a, Attestation)
+        out.append((p.signers, p.record_id, tuple((s.name, s.sha256) for s in a.subjects), a.predicate_type,
+                    tuple((m.name, m.sha256) for m in a.materials), a.builder))
+    return out
+
+
+def _prepared(env: Envelope, parts: _Parts | None) -> Prepared | None:
+    if parts is None:
+        return None
+    signers, rid, subjects, ptype, materials, builder = parts
+    record = Attestation(tuple(Artefact(n, d) for n, d in subjects), ptype,
+                         tuple(Artefact(n, d) for n, d in materials), builder, {})
+    return Prepared(env, record, signers, rid)
+
+
+class VerifierProcesses:
+    """A pool of ``workers`` processes verifying chunks of envelopes (started on first use)."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("VerifierProcesses needs at least one worker")
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload([__name__])  # workers fork with this module imported
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+            return self._pool
+
+    def submit(self, gate: Gatekeeper, envelopes: Sequence[Envelope]) -> Future[list[_Parts | None]]:
+        """Start verifying ``envelopes`` against the keys ``gate`` knows now."""
+        keys: dict[str, bytes] = {}
+        for env in envelopes:
+            for s in env.signatures:
+                if s.keyid not in keys:
+                    key = gate.public_key(KeyId(s.keyid))
+                    if key is not None:
+                        keys[s.keyid] = key.der
+        items = [(e.payload_type, e.payload, tuple((s.keyid, s.sig) for s in e.signatures)) for e in envelopes]
+        try:
+            return self._executor().submit(verify_chunk, keys, items)
+        except (BrokenProcessPool, RuntimeError) as e:
+            self._reset()
+            failed: Future[list[_Parts | None]] = Future()
+            failed.set_exception(e)
+            return failed
+
+    def collect(self, future: Future[list[_Parts | None]], envelopes: Sequence[Envelope]) -> list[Prepared | None]:
+        """The chunk's results as Prepared (None: verify it in the caller). Never raises:
+        a broken pool is replaced and the whole chunk handed back to the caller."""
+        try:
+            parts = future.result()
+        except (BrokenProcessPool, RuntimeError, OSError):
+            self._reset()
+            return [None] * len(envelopes)
+        return [_prepared(env, p) for env, p in zip(envelopes, parts, strict=True)]
+
+    def _reset(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the workers."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+__all__ = ["VerifierProcesses", "verify_chunk"]

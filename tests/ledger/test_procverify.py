@@ -1,0 +1,142 @@
+"""Bulk appends verified in worker processes (ledger.procverify) decide exactly as the
+threads do: same entries, same refusals, nothing appended unverified, and a dead worker
+costs speed only."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ledger.attestation import Attestation
+from ledger.envelope import Envelope, Signature, sign_envelope
+from ledger.errors import TurtlesError
+from ledger.holdings import Holdings
+from ledger.keys import SoftwareSigner
+from ledger.log import AppendResult, Log
+from ledger.procverify import VerifierProcesses, verify_chunk
+from ledger.trust import RootsPolicy
+from ledger.verification import verify_envelope
+from tests.ledger.conftest import ORIGIN, World, delegation_envelope, root_envelope
+
+N = 700  # over the size at which append_many uses the workers
+
+
+def _clock() -> int:
+    return 1_700_000_000_000  # one time for every batch: both logs' entries can be byte-identical
+
+
+@pytest.fixture
+def keys() -> tuple[SoftwareSigner, SoftwareSigner, SoftwareSigner, SoftwareSigner]:
+    return (SoftwareSigner.generate(), SoftwareSigner.generate(), SoftwareSigner.generate(),
+            SoftwareSigner.generate())
+
+
+def _open(path: Path, log_key: SoftwareSigner, procs: int) -> Holdings:
+    return Holdings.open(path, origin=ORIGIN, signer=log_key, roots=RootsPolicy.any_self_signed(), create=True,
+                         clock=_clock, verify_processes=procs)
+
+
+def _mixed(world: World, late: SoftwareSigner, outsider: SoftwareSigner) -> list[Envelope]:
+    """Attestations with, in the middle: a bad signature, an out-of-scope name, a stranger's
+    signature, twins, a delegation to ``late`` and then attestations by ``late``."""
+    envs = [world.attest(f"pkg-{i}") for i in range(N)]
+    bad = envs[10]
+    envs[10] = replace(bad, signatures=(Signature(bad.signatures[0].keyid, bytes(64)),))
+    envs[20] = world.attest("other-1")  # out of the maintainer's scope
+    envs[30] = world.attest("pkg-x", signer=outsider)  # no one introduced this key
+    envs[40] = envs[41]  # twins
+    envs[300] = delegation_envelope(world.root, late)
+    envs[301:305] = [world.attest(f"pkg-late-{i}", signer=late) for i in range(4)]
+    envs[600] = sign_envelope("text/plain", b"not a record", [world.maint])
+    return envs
+
+
+def _outcomes(results: list[AppendResult | TurtlesError]) -> list[tuple[object, ...]]:
+    return [(r.index, r.leaf_hash, r.duplicate) if isinstance(r, AppendResult) else (type(r).__name__, str(r))
+            for r in results]
+
+
+@pytest.fixture
+def twin_logs(tmp_path: Path, keys: tuple[SoftwareSigner, ...]) -> Iterator[tuple[World, World]]:
+    log_key, root, maint, _ = keys
+    worlds = []
+    for name, procs in (("threads", 0), ("procs", 2)):
+        w = World(_open(tmp_path / name, log_key, procs), tmp_path / name, log_key, root, maint)
+        w.log.append(root_envelope(root))
+        w.log.append(delegation_envelope(root, maint))
+        worlds.append(w)
+    yield worlds[0], worlds[1]
+    for w in worlds:
+        w.holdings.close()
+
+
+def test_workers_decide_exactly_as_threads(twin_logs: tuple[World, World], keys: tuple[SoftwareSigner, ...]) -> None:
+    threads, procs = twin_logs
+    late, outsider = SoftwareSigner.generate(), keys[3]
+    envs = _mixed(threads, late, outsider)
+    by_threads = threads.log.append_many(envs)
+    by_procs = procs.log.append_many(envs)
+    assert _outcomes(by_procs) == _outcomes(by_threads)
+    assert [type(r).__name__ for i, r in enumerate(by_procs) if i in (10, 20, 30, 600)] == [
+        "SignatureError", "ScopeError", "UnknownSignerError", "RecordError"]
+    assert all(isinstance(by_procs[i], AppendResult) for i in range(301, 305))  # admitted after the delegation
+    assert by_procs[40].duplicate or by_procs[41].duplicate  # type: ignore[union-attr]
+    assert threads.log.size == procs.log.size
+    # Byte-identical logs: every entry the workers passed is the entry the threads made.
+    assert [e.raw for e in procs.log.entries(0, procs.log.size)] == [
+        e.raw for e in threads.log.entries(0, threads.log.size)]
+
+
+def test_a_killed_worker_costs_speed_not_correctness(twin_logs: tuple[World, World]) -> None:
+    _, procs = twin_logs
+    log: Log = procs.log
+    log.append_many([procs.attest(f"pkg-warm-{i}") for i in range(N)])  # the pool is up
+    assert log._procs is not None and log._procs._pool is not None
+    for pid in list(log._procs._pool._processes):  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGKILL)
+    envs = [procs.attest(f"pkg-after-{i}") for i in range(N)]
+    bad = envs[5]
+    envs[5] = replace(bad, signatures=(Signature(bad.signatures[0].keyid, bytes(64)),))
+    results = log.append_many(envs)
+    assert type(results[5]).__name__ == "SignatureError"
+    assert sum(isinstance(r, AppendResult) for r in results) == N - 1
+    # and the replaced pool works again
+    again = log.append_many([procs.attest(f"pkg-again-{i}") for i in range(N)])
+    assert all(isinstance(r, AppendResult) for r in again)
+
+
+def test_a_worker_returns_what_verify_envelope_returns(world: World) -> None:
+    envs = [world.attest(f"pkg-{i}") for i in range(5)]
+    keys = {world.maint.key_id: world.maint.public_key.der}
+    parts = verify_chunk(keys, [(e.payload_type, e.payload, tuple((s.keyid, s.sig) for s in e.signatures))
+                                for e in envs])
+    for env, got in zip(envs, parts, strict=True):
+        want = verify_envelope(world.log._gate, env)
+        assert isinstance(want.record, Attestation) and got is not None
+        signers, rid, subjects, ptype, materials, builder = got
+        assert (signers, rid, ptype, builder) == (want.signers, want.record_id, want.record.predicate_type,
+                                                  want.record.builder)
+        assert subjects == tuple((a.name, a.sha256) for a in want.record.subjects)
+        assert materials == tuple((a.name, a.sha256) for a in want.record.materials)
+
+
+def test_what_a_worker_cannot_decide_comes_back_to_the_caller(world: World) -> None:
+    good = world.attest("pkg-1")
+    stranger = world.attest("pkg-2", signer=SoftwareSigner.generate())
+    forged = replace(good, signatures=(Signature(good.signatures[0].keyid, bytes(64)),))
+    key_record = delegation_envelope(world.root, SoftwareSigner.generate())
+    keys = {world.maint.key_id: world.maint.public_key.der, world.root.key_id: world.root.public_key.der}
+    items = [(e.payload_type, e.payload, tuple((s.keyid, s.sig) for s in e.signatures))
+             for e in (good, stranger, forged, key_record)]
+    got = verify_chunk(keys, items)
+    assert got[0] is not None and got[1:] == [None, None, None]
+
+
+def test_workers_refuse_to_start_with_none() -> None:
+    with pytest.raises(ValueError, match="at least one worker"):
+        VerifierProcesses(0)
