@@ -14,7 +14,11 @@ raw entries (the leaves at ``[tip, tip + len(entries))``) and a consistency proo
    origin's sequencer applied).
 
 Then it commits the entries, their stored hashes, index rows and the new head in one
-synced batch and feeds the records to the gate. Like the sequencer, a key record ends a
+synced batch and feeds the records to the gate. Parsing and the signature checks (step 4
+without admission) run in a thread pool (:mod:`ledger._mirror_pages`): pass the page as
+raw bytes, or start it earlier with :meth:`Mirror.preverify` (a replicator does so for the
+next page while this one is applied) and pass the
+:class:`~ledger._mirror_pages.PendingPage`. Like the sequencer, a key record ends a
 commit: a call applies the page up to and including its first key record and returns how
 many entries it took; call again with the rest (the same proof still holds).
 
@@ -28,7 +32,11 @@ Invariants:
 * Reads (:class:`~ledger.reader.LogReader`) stop at the size of the latest stored
   checkpoint, so every entry or proof served is covered by a signed note; :attr:`tip` is
   the stored size, which is ahead while a catch-up is under way. The state is all in the
-  store: after an interruption the mirror resumes from :attr:`tip`.
+  store: after an interruption the mirror resumes from :attr:`tip`, and nothing it holds
+  is verified again (:attr:`verified` counts the signature checks this object made).
+* Each entry's envelope is checked once against the keys it is admitted under; a check the
+  pool made under other keys (a key record was taken in meanwhile), or could not make or
+  failed, is made again under the current keys before admission.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import threading
 from collections.abc import Sequence
 
 from ledger import merkle
+from ledger._mirror_pages import Checked, PendingPage, Tally, known_keys, start_page, verify_now
 from ledger.checkpoint import Checkpoint, open_note, parse_verifier_key
 from ledger.entry import Entry, LoggedRecord
 from ledger.errors import (
@@ -47,10 +56,10 @@ from ledger.errors import (
     ProofError,
     TurtlesError,
 )
-from ledger.log import Gatekeeper, Prepared, index_rows, logged_from_entry
 from ledger.reader import LogReader
 from ledger.records import is_key_record_type
 from ledger.store import Batch, Head, LogStore
+from ledger.verification import Gatekeeper, index_rows
 from ledger.witness import Evidence, SplitView, fork_split, proof_evidence, same_size_evidence
 
 KIND = "mirror"
@@ -72,6 +81,8 @@ class Mirror(LogReader):
         self.vkey = vkey
         self._gate = gate
         self._lock = threading.Lock()
+        self._epoch = 0  # key records taken into the gate by this object (see _mirror_pages)
+        self._tally = Tally()
         self._tip = self._head
         self._last_ts = 0 if self._tip.size == 0 else Entry.from_bytes(store.entry(self._tip.size - 1)).ts
         self._target: str | None = None
@@ -105,10 +116,25 @@ class Mirror(LogReader):
         """The verified checkpoint a catch-up under way is heading for (this process only)."""
         return self._target
 
+    @property
+    def verified(self) -> int:
+        """Envelopes whose signatures this object checked (each entry once, unless a key
+        record it was checked before changed the keys it is admitted under)."""
+        return self._tally.value
+
+    def preverify(self, entries: Sequence[bytes]) -> PendingPage:
+        """Start parsing and checking the signatures of the page that follows the one being
+        applied, in the verification pool; returns at once. Pass the result to :meth:`apply`."""
+        return start_page(self._gate, self._current_epoch, self._tally, entries)
+
+    def _current_epoch(self) -> int:
+        return self._epoch
+
     # --- applying ------------------------------------------------------------------------------
 
     def apply(
-        self, *, note: str, entries: Sequence[bytes], proof: Sequence[bytes], source: str | None = None
+        self, *, note: str, entries: Sequence[bytes] | PendingPage, proof: Sequence[bytes],
+        source: str | None = None,
     ) -> int:
         """Verify a page of entries under the checkpoint ``note`` and store it; see the module doc.
 
@@ -133,7 +159,9 @@ class Mirror(LogReader):
                 if evidence is not None:
                     raise self._error(evidence)
                 return 0
-            page, hashes = self._parse_page(tip, entries, note, source)
+            pending = entries if isinstance(entries, PendingPage) else self.preverify(entries)
+            checked = pending.results() if len(pending) else []
+            page, hashes = self._parse_page(tip, checked, note, source)
             overlay = {(lv, ix): h for lv, ix, h in hashes}
             root = self._root(base, overlay)
             try:
@@ -142,7 +170,7 @@ class Mirror(LogReader):
                 raise self._error(self._proof_failure(note, cp, proof, bool(entries), source), e.message) from e
             count = next((i + 1 for i, e in enumerate(page) if is_key_record_type(e.envelope.payload_type)), len(page))
             if count:
-                self._commit(tip, page[:count], hashes, overlay, note, source)
+                self._commit(tip, page[:count], checked, hashes, overlay, note, source)
             if self._tip.size == cp.size:
                 if self._checkpoint is None or self._head.size < cp.size:
                     self._store.put_checkpoint(cp.size, note)
@@ -153,16 +181,17 @@ class Mirror(LogReader):
             return count
 
     def _parse_page(
-        self, tip: Head, entries: Sequence[bytes], note: str, source: str | None
+        self, tip: Head, checked: Sequence[Checked], note: str, source: str | None
     ) -> tuple[list[Entry], list[tuple[int, int, bytes]]]:
         page: list[Entry] = []
         prev, last_ts = tip.last, self._last_ts
-        for offset, raw in enumerate(entries):
+        for offset, item in enumerate(checked):
             seq = tip.size + offset
-            try:
-                entry = Entry.from_bytes(raw)
-            except TurtlesError as e:
-                raise self._error(self._bad(note, seq, f"entry {seq} does not parse: {e.message}", source)) from e
+            entry = item.entry
+            if entry is None:
+                why = item.error.message if item.error is not None else "?"
+                e = self._error(self._bad(note, seq, f"entry {seq} does not parse: {why}", source))
+                raise e from item.error
             problem = (
                 f"entry {seq} claims seq {entry.seq}" if entry.seq != seq
                 else f"entry {seq} does not chain to the previous leaf" if entry.prev != prev
@@ -185,26 +214,40 @@ class Mirror(LogReader):
         return merkle.tree_hash(size, read)
 
     def _commit(
-        self, tip: Head, chunk: list[Entry], hashes: list[tuple[int, int, bytes]],
+        self, tip: Head, chunk: list[Entry], checked: Sequence[Checked], hashes: list[tuple[int, int, bytes]],
         overlay: dict[tuple[int, int], bytes], note: str, source: str | None,
     ) -> None:
         stop = tip.size + len(chunk)
         logged: list[LoggedRecord] = []
         rows: list[tuple[bytes, bytes]] = []
-        for entry in chunk:
+        gate, origin, epoch = self._gate, self.origin, self._epoch
+        # Checks made in the pool under other keys (or not made) are redone now, together.
+        stale = [i for i, (entry, item) in enumerate(zip(chunk, checked, strict=False))
+                 if item.prepared is None or (item.epoch != epoch and item.keys != known_keys(gate, entry.envelope))]
+        redone = dict(zip(stale, verify_now(gate, self._tally, [chunk[i].envelope for i in stale]), strict=True))
+        for i, entry in enumerate(chunk):
             try:
-                rec = logged_from_entry(self._gate, self.origin, entry)
+                prepared = redone[i] if i in redone else checked[i].prepared
+                if isinstance(prepared, TurtlesError):
+                    raise prepared
+                assert prepared is not None
+                # The same admission as ledger.verification.logged_from_entry, at the entry's time.
+                gate.admit(record=prepared.record, signers=prepared.signers, origin=origin, at=entry.ts)
+                rec = LoggedRecord(origin, entry.seq, entry.ts, entry.leaf_hash, prepared.signers,
+                                   prepared.record, prepared.record_id)
             except TurtlesError as e:
                 msg = f"entry {entry.seq} is in the signed tree but its record does not verify: {e.message}"
                 raise self._error(self._bad(note, entry.seq, msg, source, kind="bad-record")) from e
             logged.append(rec)
-            rows += index_rows(entry.seq, Prepared(entry.envelope, rec.record, rec.signers, rec.record_id))
+            rows += index_rows(entry.seq, prepared)
         head = Head(stop, self._root(stop, overlay), chunk[-1].leaf_hash)
         kept = [(lv, ix, h) for lv, ix, h in hashes if ((ix + 1) << lv) <= stop]
         self._store.commit(Batch([(e.seq, e.raw) for e in chunk], kept, rows, head))
         self._tip, self._last_ts = head, chunk[-1].ts
         for rec in logged:
-            self._gate.add(rec)
+            gate.add(rec)
+        if is_key_record_type(chunk[-1].envelope.payload_type):
+            self._epoch += 1  # only now: a check that read the new epoch saw the new keys
 
     # --- comparing views -----------------------------------------------------------------------
 

@@ -13,31 +13,36 @@ Invariants:
   jitter, the peer marked unhealthy. *Integrity* (a bad signature, proof, entry or record,
   a fork, garbage where a signed note should be): the evidence is recorded, the mirror is
   left as it was, and replication of that peer is paused until :meth:`Replicator.resume`.
-* Memory is bounded by one page; every exchange has a timeout and a byte cap; each peer
-  has its own task, so a slow or dead peer never delays another.
+* Entries are fetched (entry bundles, else ``/v1/entries``) and checked in the verification
+  pool a page ahead of the one applied (:mod:`node._replication_pages`); nothing is stored
+  before ``Mirror.apply`` verified it. Memory is bounded by a few pages; every exchange has a
+  timeout and a byte cap; each peer has its own task, so a slow peer never delays another.
+* A catch-up shows its progress (entries, rate, ETA) in the node's log, :class:`PeerStatus`
+  and the metrics (:mod:`node._replication_progress`). After an interruption the next round
+  resumes from the mirror's stored tip: nothing held is fetched or verified again.
 * LevelDB work runs in threads; the event loop only waits on the network.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
 
+from ledger._mirror_pages import PendingPage
 from ledger.checkpoint import Checkpoint, open_note
-from ledger.errors import ConsistencyError, NoteError, TurtlesError, UnavailableError
+from ledger.errors import ConsistencyError, NoteError, TurtlesError
 from ledger.holdings import Holdings
 from ledger.mirror import Mirror
 from ledger.witness import Evidence
+from node._replication_pages import IntegrityFailure, PageFetcher, copy_pages, exhibit
+from node._replication_progress import CatchUp, PeerStatus, show_sizes
 from node.client import MAX_NOTE_BYTES, AsyncNodeClient, remote_error
 from node.config import PeerConfig, ReplicationSection
 from node.metrics import Registry
@@ -47,31 +52,6 @@ from node.witness import WITNESS, NodeWitness
 
 log = logging.getLogger("turtles.replication")
 T = TypeVar("T")
-
-
-class IntegrityFailure(Exception):
-    """A peer served data that failed verification; ``evidence`` says what and where."""
-
-    def __init__(self, evidence: Evidence) -> None:
-        super().__init__(evidence.message)
-        self.evidence = evidence
-
-
-@dataclass
-class PeerStatus:
-    """What the replicator knows of one peer (``state``: idle, ok, retrying, paused)."""
-
-    origin: str
-    url: str
-    state: str = "idle"
-    failures: int = 0
-    rounds: int = 0
-    last_error: str | None = None
-    last_success: float | None = None
-    peer_size: int = 0
-    mirror_size: int = 0
-    push_error: str | None = None
-    evidence: Evidence | None = None
 
 
 class PeerReplicator:
@@ -89,9 +69,7 @@ class PeerReplicator:
         self._witness = witness
         self._client = client
         self._settings = settings
-        # Pages shrink when one does not arrive in time (a slow link) and grow back after
-        # each page that does, so a large page never becomes a request retried forever.
-        self._page_limit = max(1, settings.page_size)
+        self._fetcher = PageFetcher(peer, client, settings.page_size)
         self._metrics = metrics
         self._rng = rng
         self._wake = asyncio.Event()
@@ -200,25 +178,25 @@ class PeerReplicator:
         tip = mirror.tip.size
         proof = [] if cp.size <= tip else await self._client.get_consistency_proof(tip, cp.size)
         await self._apply(mirror, note, [], proof)
-        while mirror.tip.size < cp.size:
+        if mirror.tip.size < cp.size:
+            await self._copy(mirror, note, cp.size)
             if self._stopping():
                 return  # the mirror resumes from its tip next time
-            start = mirror.tip.size
-            raws = await self._page(start, min(self._settings.page_size, cp.size - start))
-            base = start + len(raws)
-            proof = [] if base == cp.size else await self._client.get_consistency_proof(base, cp.size)
-            while raws:
-                raws = raws[await self._apply(mirror, note, raws, proof):]
-        self.status.mirror_size = mirror.size
-        self._metrics.gauge("turtles_replication_lag_entries", "Entries a mirror is behind its peer",
-                            ("origin",)).set(max(0, self.status.peer_size - mirror.size), origin=self.peer.origin)
+        show_sizes(self._metrics, self.status, size=mirror.size, tip=mirror.tip.size)
         if cp.size <= mirror.size:
             try:
                 await self._thread(self._witness.cosign_mirrored, mirror, note, source=self.peer.url)
             except TurtlesError as e:
                 if "exhibit" not in e.evidence:
                     raise
-                raise IntegrityFailure(_exhibit(e, self.peer.origin)) from e
+                raise IntegrityFailure(exhibit(e, self.peer.origin)) from e
+
+    async def _copy(self, mirror: Mirror, note: str, size: int) -> None:
+        """Fetch, verify and store the entries from the mirror's tip to ``size`` (pipelined)."""
+        progress = CatchUp(self.status, start=mirror.tip.size, target=size, verified=mirror.verified,
+                           metrics=self._metrics)
+        await copy_pages(self._fetcher, self._client, mirror, size, progress=progress, stopping=self._stopping,
+                         apply=lambda pending, proof: self._apply(mirror, note, pending, proof))
 
     async def _checkpoint(self) -> str:
         """The peer's checkpoint; bytes that are not a note are the peer's fault (integrity)."""
@@ -242,11 +220,13 @@ class PeerReplicator:
             ))
         return cp
 
-    async def _apply(self, mirror: Mirror, note: str, raws: Sequence[bytes], proof: Sequence[bytes]) -> int:
+    async def _apply(
+        self, mirror: Mirror, note: str, raws: Sequence[bytes] | PendingPage, proof: Sequence[bytes]
+    ) -> int:
         try:
             return await self._thread(mirror.apply, note=note, entries=raws, proof=proof, source=self.peer.url)
         except ConsistencyError as e:
-            evidence = _exhibit(e, self.peer.origin)
+            evidence = exhibit(e, self.peer.origin)
             if not raws and evidence.kind == "bad-proof":
                 evidence = await self._refine(mirror, note) or evidence
             raise IntegrityFailure(evidence) from e
@@ -263,33 +243,6 @@ class PeerReplicator:
         except TurtlesError:
             return None
         return await self._thread(mirror.prefix_evidence, note=note, size=size, proof=proof, source=self.peer.url)
-
-    async def _page(self, start: int, limit: int) -> list[bytes]:
-        limit = min(limit, self._page_limit)
-        while True:
-            try:
-                doc = await self._client.get_entries(start, limit)
-                break
-            except UnavailableError as e:
-                if limit == 1 or "timed out" not in e.message:
-                    raise
-                # A slow link: the same page would time out again; ask for half at once.
-                limit = self._page_limit = max(1, limit // 2)
-                log.info("%s: page timed out, asking for %d entries", self.peer.url, limit)
-        self._page_limit = min(self._settings.page_size, self._page_limit * 2)
-        try:
-            items = doc["entries"]
-            if not isinstance(items, list) or doc.get("start", start) != start:
-                raise TypeError("entries is not a list starting at the index asked for")
-            raws = [base64.b64decode(item["entry"], validate=True) for item in items[:limit]]
-        except (KeyError, TypeError, ValueError, binascii.Error) as e:
-            raise IntegrityFailure(Evidence(
-                self.peer.origin, "bad-entries", f"{self.peer.url}: malformed page of entries from {start}: {e}",
-                index=start, source=self.peer.url,
-            )) from e
-        if not raws:
-            raise UnavailableError(f"{self.peer.url} served no entries from {start}")
-        return raws
 
     # --- gossip and pushing -----------------------------------------------------------------------
 
@@ -332,11 +285,6 @@ class PeerReplicator:
     def _gauge_paused(self, value: int) -> None:
         self._metrics.gauge("turtles_replication_paused", "1 while replication of a peer is paused",
                             ("origin",)).set(value, origin=self.peer.origin)
-
-
-def _exhibit(e: TurtlesError, origin: str) -> Evidence:
-    ev = e.evidence.get("exhibit")
-    return ev if isinstance(ev, Evidence) else Evidence(origin, "inconsistent", e.message)
 
 
 class Replicator:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+import node._replication_progress
 from ledger.checkpoint import Checkpoint, open_note, verifier_key
 from ledger.errors import CorruptionError, UnavailableError
 from ledger.holdings import Holdings
@@ -24,7 +26,7 @@ from ledger.merkle import verify_inclusion
 from ledger.trust import RootsPolicy
 from ledger.witness import SIZE_CONTENT_TYPE, verify_evidence
 from node.app import create_app
-from node.client import Reply
+from node.client import AsyncNodeClient, Reply
 from node.config import NodeConfig, PeerConfig, ReplicationSection
 from node.metrics import Registry
 from node.replication import Replicator
@@ -311,10 +313,98 @@ async def test_stopped_mid_copy_resumes_from_the_stored_tip(aiohttp_server: Serv
     again: Local = local([cfg], loc.key)
     mirror = again.holdings.mirrors[cfg.origin]
     assert mirror.tip.size == copied and mirror.size == 0  # nothing served until a checkpoint is reached
+    assert mirror.verified == 0  # reopening the store verified nothing
     peer.page_delay = 0.0
     async with manual(again.replicator(cfg, page_size=16)) as rep2:
-        assert (await rep2.sync_once(cfg.origin)).state == "ok"
+        status = await rep2.sync_once(cfg.origin)
+        assert status.state == "ok"
     assert mirror.size == 60 and mirror.root_at(60) == peer.log.root()
+    # only the entries it did not hold were fetched and verified after the restart
+    assert mirror.verified == status.verified == 60 - copied
+
+
+async def test_a_catch_up_reads_entry_bundles_and_shows_its_progress(
+    tmp_path: Path, aiohttp_server: Server, local: Any, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config, server = await honest_node(tmp_path / "alpha", aiohttp_server, [])
+    alpha = peer_of(config, server)
+    org = Org("alpha")
+    await submit(alpha.url, org, [])
+    envs = [org.attestation(f"pkg-{i}@1") for i in range(1300)]
+    async with aiohttp.ClientSession() as s:
+        for lo in range(0, len(envs), 650):
+            body = {"envelopes": [e.to_dict() for e in envs[lo : lo + 650]]}
+            async with s.post(alpha.url + "/v1/entries:batch", json=body) as r:
+                assert r.status == 200, await r.text()
+
+    async def no_json_pages(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise AssertionError("an honest node serves entry bundles: /v1/entries is not needed")
+
+    monkeypatch.setattr(AsyncNodeClient, "get_entries", no_json_pages)
+    monkeypatch.setattr(node._replication_progress, "EVERY_S", 0.0)  # a progress line per page
+    loc: Local = local([alpha])
+    metrics = Registry()
+    rep = Replicator(loc.holdings, [alpha], witness=loc.witness, metrics=metrics,
+                     settings=ReplicationSection(interval_s=0.05, page_size=256, timeout_s=5.0), seed=1)
+    with caplog.at_level(logging.DEBUG, logger="turtles.replication"):
+        async with manual(rep):
+            status = await rep.sync_once(alpha.origin)
+    assert status.state == "ok", status.last_error
+    mirror = loc.holdings.mirrors[alpha.origin]
+    assert mirror.size == status.mirror_tip == 1302 and mirror.root_at(1302) == (
+        Checkpoint.parse(open_note(mirror.checkpoint() or "", alpha.vkey)).root)
+    assert status.verified == mirror.verified == 1302 and status.eta_s is None and status.rate > 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "turtles.replication"]
+    assert f"mirroring {alpha.origin}: 0 of 1,302 entries held, 1,302 to fetch and verify" in lines
+    shown = [line for line in lines if " of 1,302 entries (" in line]
+    assert shown and shown[0].startswith(f"mirroring {alpha.origin}: 1,024 of 1,302 entries (78.6%), ")
+    assert all(" entries/s, ETA " in line for line in shown)  # pages of 1,024 entries (4 bundles)
+    assert any(line.startswith(f"mirrored {alpha.origin}: 1,302 entries verified and stored in ") for line in lines)
+    text = metrics.render()
+    assert f'turtles_replication_tip_entries{{origin="{alpha.origin}"}} 1302' in text
+    assert f'turtles_replication_verified_entries_total{{origin="{alpha.origin}"}} 1302' in text
+
+
+@pytest.mark.parametrize("bundles", ["absent", "slow"])
+async def test_a_peer_without_usable_entry_bundles_is_read_through_v1_entries(
+    aiohttp_server: Server, local: Any, bundles: str
+) -> None:
+    peer = make_peer("old.example/log", SoftwareSigner.generate(), mode="honest", entries=300)
+    app = build_app(peer)  # serves /v1/entries and no tiles ...
+    if bundles == "slow":  # ... or tiles that take longer than the timeout (a slow link)
+        async def slow(request: web.Request) -> web.Response:
+            await asyncio.sleep(5)
+            return web.Response(body=b"")
+
+        app.router.add_get("/tile/entries/{n:.+}", slow)
+    srv = await aiohttp_server(app)
+    cfg = PeerConfig(str(srv.make_url("")).rstrip("/"), peer.log.origin, peer.log.vkey)
+    loc: Local = local([cfg])
+    async with manual(loc.replicator(cfg, page_size=256, timeout_s=0.5)) as rep:
+        status = await rep.sync_once(cfg.origin)
+        assert status.state == "ok", status.last_error
+        assert rep.peers[cfg.origin]._fetcher.tiles is False
+    mirror = loc.holdings.mirrors[cfg.origin]
+    assert mirror.size == 300 and mirror.root_at(300) == peer.log.root() and mirror.verified == 300
+
+
+async def test_a_malformed_entry_bundle_is_evidence(aiohttp_server: Server, local: Any) -> None:
+    peer = make_peer("odd.example/log", SoftwareSigner.generate(), mode="honest", entries=20)
+    app = build_app(peer)
+
+    async def garbage(request: web.Request) -> web.Response:
+        return web.Response(body=b"\x00\x05abc")  # a length prefix longer than the bytes
+
+    app.router.add_get("/tile/entries/{n:.+}", garbage)
+    srv = await aiohttp_server(app)
+    cfg = PeerConfig(str(srv.make_url("")).rstrip("/"), peer.log.origin, peer.log.vkey)
+    loc: Local = local([cfg])
+    async with manual(loc.replicator(cfg, page_size=256)) as rep:
+        status = await rep.sync_once(cfg.origin)
+    assert status.state == "paused" and status.evidence is not None
+    assert status.evidence.kind == "bad-entries" and "tile/entries/000.p/20" in status.evidence.message
+    assert loc.holdings.mirrors[cfg.origin].tip.size == 0
 
 
 def test_a_witness_ahead_of_the_own_log_reveals_a_stale_store(local: Any) -> None:
