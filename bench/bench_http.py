@@ -98,6 +98,12 @@ class Node:
         self.url: str = info["url"]
         self.api = NodeClient(self.url, vkey=info["vkey"])
 
+    def cpu_seconds(self) -> float:
+        """CPU time the node process has used so far (every thread, user + system)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """SIGTERM and wait (the node finishes its queued commits)."""
         if self.proc.poll() is None:
@@ -134,9 +140,12 @@ def run(ctx: Context) -> None:
         at = 0
         client(node.url, "single", 500, start=at)  # warm up
         at += 500
-        single, lat, batch = [], [], []
+        single, lat, batch, node_cpu, client_cpu = [], [], [], [], []
         for _ in range(reps):
+            c0 = node.cpu_seconds()
             r = client(node.url, "single", n_single, start=at)
+            node_cpu.append((node.cpu_seconds() - c0) / n_single * 1000)
+            client_cpu.append(r["cpu_s"] / n_single * 1000)
             at += n_single
             single.append(r["ok"] / r["elapsed_s"])
             lat += r["latencies_ms"]
@@ -149,6 +158,11 @@ def run(ctx: Context) -> None:
         ctx.record("single_post_latency", lat, "ms", higher_is_better=False,
                    target=(f"p99 <= {TARGET_P99_MS:.0f} ms", _at_most(TARGET_P99_MS)),
                    notes=f"per request, all {len(lat)} requests (p99 over requests)")
+        share = statistics.median(client_cpu) / (statistics.median(client_cpu) + statistics.median(node_cpu))
+        ctx.record("single_post_node_cpu", node_cpu, "ms/record", higher_is_better=False,
+                   notes="CPU time of the node process (all threads, user + system) per single POST")
+        ctx.record("single_post_client_cpu", client_cpu, "ms/record", higher_is_better=False,
+                   notes=f"CPU time of the load generator per single POST: {share:.0%} of the CPU both use")
         ctx.record("batch_post", batch, "records/s", limit=raw.ED25519_VERIFY_2T,
                    notes="POST /v1/entries:batch, 500 envelopes per request, 2 in flight")
         ctx.record("log_size", [float(node.api.log_info()["size"])], "entries")

@@ -28,7 +28,7 @@ from ledger.keys import Signer
 from ledger.trust import RootsPolicy
 from node.config import AdmissionSection, NodeConfig
 from node.limits import InFlight, TokenBucket
-from node.metrics import Registry
+from node.metrics import Registry, RequestMetrics
 from node.middleware import MIDDLEWARES
 from node.routes import log as log_routes
 from node.routes import ops as ops_routes
@@ -43,6 +43,7 @@ from node.state import (
     LIMITER,
     METRICS,
     OPENAPI_PATHS,
+    REQUEST_METRICS,
     RUNTIME,
     EvidenceLog,
     Runtime,
@@ -108,6 +109,7 @@ def create_app(
     )
     app[CONFIG] = config
     app[METRICS] = Registry()
+    app[REQUEST_METRICS] = RequestMetrics(app[METRICS])
     app[LIMITER] = TokenBucket(rate=limits.rate_per_second, burst=limits.rate_burst)
     app[INFLIGHT] = InFlight(limits.max_queue)
     app[RUNTIME] = Runtime(signer=signer)
@@ -134,15 +136,22 @@ async def _holdings_ctx(app: web.Application, *, clock: Callable[[], int] | None
         roots=roots_policy(config.admission), create=True, clock=clock,
     )
     holdings = await loop.run_in_executor(None, opener)
-    executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="verify")
+    workers = max(2, os.cpu_count() or 2)
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
     assert holdings.own is not None  # opened with an origin
     runtime.holdings = holdings
     runtime.executor = executor
-    runtime.submitter = Submitter(holdings.own, executor=executor, inflight=app[INFLIGHT], metrics=app[METRICS])
+    runtime.submitter = Submitter(
+        holdings.own, executor=executor, inflight=app[INFLIGHT], metrics=app[METRICS], verifiers=2 * workers
+    )
     try:
         yield
     finally:
-        runtime.submitter = None
+        submitter, runtime.submitter = runtime.submitter, None
+        # The verify threads hand what they hold to the sequencer before the log closes.
+        if submitter is not None:
+            submitter.stop()
+            await loop.run_in_executor(None, submitter.join)
         # Log.close lets the sequencer commit everything already queued (durable), then stops.
         await loop.run_in_executor(None, holdings.close)
         runtime.holdings = None

@@ -16,8 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -86,13 +85,15 @@ class InFlight:
         self.limit = limit
         self.count = 0
 
-    @contextmanager
-    def admit(self, n: int = 1) -> Iterator[None]:
-        """Hold ``n`` slots for the duration of the block.
+    def admit(self, n: int = 1) -> Admission:
+        """Hold ``n`` slots for the duration of a ``with`` block.
 
-        Raises:
+        Raises (on entering the block):
             OverloadedError: fewer than ``n`` slots are free.
         """
+        return Admission(self, n)
+
+    def _take(self, n: int) -> None:
         if self.count + n > self.limit:
             raise OverloadedError(
                 f"{self.count} submissions in flight, limit {self.limit}",
@@ -100,14 +101,27 @@ class InFlight:
                 retry_after=1,
             )
         self.count += n
-        try:
-            yield
-        finally:
-            self.count -= n
 
     def free(self) -> int:
         """Slots free now."""
         return max(0, self.limit - self.count)
+
+
+class Admission:
+    """``n`` slots of an :class:`InFlight`, held inside a ``with`` block (a plain class:
+    this is on every submission's path, and a generator context manager costs more)."""
+
+    __slots__ = ("_inflight", "_n")
+
+    def __init__(self, inflight: InFlight, n: int) -> None:
+        self._inflight = inflight
+        self._n = n
+
+    def __enter__(self) -> None:
+        self._inflight._take(self._n)
+
+    def __exit__(self, *exc: object) -> None:
+        self._inflight.count -= self._n
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -130,4 +144,4 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return bytes(buf)
 
 
-__all__ = ["InFlight", "RateLimitedError", "TokenBucket", "read_body"]
+__all__ = ["Admission", "InFlight", "RateLimitedError", "TokenBucket", "read_body"]

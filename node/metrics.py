@@ -79,9 +79,15 @@ class Counter(_Metric):
         """Add ``amount`` (>= 0) to the series named by ``labels``."""
         if amount < 0:
             raise ValueError("a counter cannot decrease")
-        key = self._key(labels)
+        self._add(self._key(labels), amount)
+
+    def _add(self, key: LabelValues, amount: float) -> None:
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
+
+    def labels(self, **labels: str) -> CounterSeries:
+        """One series, its labels checked once: for hot paths that update it often."""
+        return CounterSeries(self, self._key(labels))
 
     def value(self, **labels: str) -> float:
         """Current value of one series (0 if never incremented)."""
@@ -150,12 +156,18 @@ class Histogram(_Metric):
 
     def observe(self, value: float, **labels: str) -> None:
         """Record one observation."""
-        key = self._key(labels)
+        self._observe(self._key(labels), value)
+
+    def _observe(self, key: LabelValues, value: float) -> None:
         i = bisect_left(self.buckets, value)
         with self._lock:
             counts, total = self._series.setdefault(key, ([0] * (len(self.buckets) + 1), [0.0]))
             counts[i] += 1
             total[0] += value
+
+    def labels(self, **labels: str) -> HistogramSeries:
+        """One series, its labels checked once: for hot paths that update it often."""
+        return HistogramSeries(self, self._key(labels))
 
     def count(self, **labels: str) -> int:
         """Number of observations in one series."""
@@ -175,6 +187,36 @@ class Histogram(_Metric):
             out.append(f"{self.name}_sum{_labels(self.label_names, key)} {_fmt(total)}")
             out.append(f"{self.name}_count{_labels(self.label_names, key)} {running}")
         return out
+
+
+class CounterSeries:
+    """One series of a :class:`Counter` (from :meth:`Counter.labels`)."""
+
+    __slots__ = ("_counter", "_key")
+
+    def __init__(self, counter: Counter, key: LabelValues) -> None:
+        self._counter = counter
+        self._key = key
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (>= 0)."""
+        if amount < 0:
+            raise ValueError("a counter cannot decrease")
+        self._counter._add(self._key, amount)
+
+
+class HistogramSeries:
+    """One series of a :class:`Histogram` (from :meth:`Histogram.labels`)."""
+
+    __slots__ = ("_histogram", "_key")
+
+    def __init__(self, histogram: Histogram, key: LabelValues) -> None:
+        self._histogram = histogram
+        self._key = key
+
+    def observe(self, value: float) -> None:
+        """Record one observation."""
+        self._histogram._observe(self._key, value)
 
 
 class Registry:
@@ -234,4 +276,42 @@ class Registry:
         return "\n".join(lines) + "\n"
 
 
-__all__ = ["DEFAULT_BUCKETS", "Counter", "Gauge", "Histogram", "Registry"]
+class RequestMetrics:
+    """The request counter and latency histogram, their series looked up once per label set."""
+
+    MAX_SERIES = 4096  # beyond this (odd methods from clients), series are looked up each time
+
+    def __init__(self, registry: Registry) -> None:
+        self._requests = registry.counter(
+            "turtles_http_requests_total", "HTTP requests answered", ("route", "method", "status")
+        )
+        self._latency = registry.histogram("turtles_http_request_seconds", "HTTP request latency", ("route", "method"))
+        self._counted: dict[tuple[str, str, int], CounterSeries] = {}
+        self._timed: dict[tuple[str, str], HistogramSeries] = {}
+
+    def record(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and observe its latency."""
+        counted = self._counted.get((route, method, status))
+        if counted is None:
+            counted = self._requests.labels(route=route, method=method, status=str(status))
+            if len(self._counted) < self.MAX_SERIES:
+                self._counted[(route, method, status)] = counted
+        counted.inc()
+        timed = self._timed.get((route, method))
+        if timed is None:
+            timed = self._latency.labels(route=route, method=method)
+            if len(self._timed) < self.MAX_SERIES:
+                self._timed[(route, method)] = timed
+        timed.observe(seconds)
+
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "Counter",
+    "CounterSeries",
+    "Gauge",
+    "Histogram",
+    "HistogramSeries",
+    "Registry",
+    "RequestMetrics",
+]

@@ -1,8 +1,10 @@
-"""The node's middlewares: metrics, the one place errors become HTTP, rate limit, timeout.
+"""The node's middleware: metrics, the one place errors become HTTP, rate limit, timeout.
 
-Order (outermost first): :func:`metrics_middleware` sees the final status of every
-request; :func:`error_middleware` turns every exception into a JSON body; then the rate
-limit and the per-request timeout run around the handler.
+One middleware does all four, in this order (outermost first): the metrics see the final
+status of every request; every exception becomes a JSON body; then the rate limit and the
+per-request timeout run around the handler. One layer instead of four saves three
+coroutines per request; the metric series are looked up once per label set
+(:class:`node.metrics.RequestMetrics`).
 
 Invariants:
 * Every error reply is JSON ``{"error": CODE, "message": TEXT[, "hint"]}`` plus named
@@ -16,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 from aiohttp import web
 
 from ledger.errors import TurtlesError
-from node.state import CONFIG, LIMITER, METRICS
+from node.state import CONFIG, LIMITER, REQUEST_METRICS
 
 log = logging.getLogger("turtles.node")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,52 +66,40 @@ def _http_error(exc: web.HTTPException) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every exception to a JSON reply: the one place errors become HTTP."""
-    try:
-        return await handler(request)
-    except TurtlesError as e:
-        return error_response(e)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return _http_error(e)
-    except TimeoutError:
-        timeout = request.app[CONFIG].limits.request_timeout_s
-        return web.json_response(
-            {"error": "timeout", "message": f"the request took longer than {timeout:g} s"},
-            status=503, headers={"Retry-After": "1"},
-        )
-    except Exception:
-        log.exception("unexpected error answering %s %s", request.method, request.path)
-        return web.json_response(
-            {"error": "internal", "message": "internal error; the node logged it"}, status=500
-        )
+async def node_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Metrics, errors, rate limit and timeout in one layer (one coroutine per request).
 
-
-@web.middleware
-async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One token per request from the client's address (health and metrics exempt)."""
-    if request.path not in _UNLIMITED:
-        request.app[LIMITER].check(request.remote or "unknown")
-    return await handler(request)
-
-
-@web.middleware
-async def timeout_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bound each request (body reading included) by ``limits.request_timeout_s``."""
-    async with asyncio.timeout(request.app[CONFIG].limits.request_timeout_s):
-        return await handler(request)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count requests and observe latency per route template, method and status."""
-    registry = request.app[METRICS]
-    start = time.perf_counter()
+    Outermost first, as separate layers would be: the metrics see the final status of
+    every request; every exception becomes a JSON reply; one token per request from the
+    client's address (health and metrics exempt); the handler, body reading included, is
+    bounded by ``limits.request_timeout_s``.
+    """
+    app = request.app
+    start = perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        try:
+            if request.path not in _UNLIMITED:
+                app[LIMITER].check(request.remote or "unknown")
+            async with asyncio.timeout(app[CONFIG].limits.request_timeout_s):
+                response = await handler(request)
+        except TurtlesError as e:
+            response = error_response(e)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            response = _http_error(e)
+        except TimeoutError:
+            timeout = app[CONFIG].limits.request_timeout_s
+            response = web.json_response(
+                {"error": "timeout", "message": f"the request took longer than {timeout:g} s"},
+                status=503, headers={"Retry-After": "1"},
+            )
+        except Exception:
+            log.exception("unexpected error answering %s %s", request.method, request.path)
+            response = web.json_response(
+                {"error": "internal", "message": "internal error; the node logged it"}, status=500
+            )
         status = response.status
         return response
     except web.HTTPException as e:
@@ -118,22 +108,14 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        registry.counter(
-            "turtles_http_requests_total", "HTTP requests answered", ("route", "method", "status")
-        ).inc(route=route, method=request.method, status=str(status))
-        registry.histogram(
-            "turtles_http_request_seconds", "HTTP request latency", ("route", "method")
-        ).observe(time.perf_counter() - start, route=route, method=request.method)
+        app[REQUEST_METRICS].record(route, request.method, status, perf_counter() - start)
 
 
-MIDDLEWARES = (metrics_middleware, error_middleware, rate_limit_middleware, timeout_middleware)
+MIDDLEWARES = (node_middleware,)
 
 __all__ = [
     "MIDDLEWARES",
     "error_body",
-    "error_middleware",
     "error_response",
-    "metrics_middleware",
-    "rate_limit_middleware",
-    "timeout_middleware",
+    "node_middleware",
 ]

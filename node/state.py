@@ -31,7 +31,7 @@ from ledger.keys import Signer
 from ledger.log import Log
 from node.config import NodeConfig
 from node.limits import InFlight, TokenBucket
-from node.metrics import Registry
+from node.metrics import Registry, RequestMetrics
 from node.submission import Submitter
 
 
@@ -128,6 +128,7 @@ class Runtime:
 
 CONFIG = web.AppKey("turtles.config", NodeConfig)
 METRICS = web.AppKey("turtles.metrics", Registry)
+REQUEST_METRICS = web.AppKey("turtles.request_metrics", RequestMetrics)
 LIMITER = web.AppKey("turtles.limiter", TokenBucket)
 INFLIGHT = web.AppKey("turtles.inflight", InFlight)
 RUNTIME = web.AppKey("turtles.runtime", Runtime)
@@ -154,6 +155,7 @@ __all__ = [
     "LIMITER",
     "METRICS",
     "OPENAPI_PATHS",
+    "REQUEST_METRICS",
     "RUNTIME",
     "EvidenceLog",
     "Runtime",

@@ -1,0 +1,201 @@
+"""The fast paths of POST /v1/entries give exactly what the general code gives.
+
+* the envelope JSON fast path: the same envelope, or (for anything it does not take) the
+  strict parser's own answer and error, over many mutations of valid bodies;
+* batched inclusion proofs (:class:`node.submission.Prover`) equal the log's own;
+* the pre-built JSON answer equals ``json.dumps`` of the dict, with the same headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.envelope import Envelope, Signature
+from ledger.errors import TurtlesError
+from ledger.holdings import Holdings
+from ledger.keys import SoftwareSigner
+from ledger.log import AppendResult
+from ledger.trust import RootsPolicy
+from node.proofs import Prover
+from node.routes.submit import parse_envelope
+from node.submission import Accepted
+from tests.node.conftest import Client, attestation, root_envelope
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _outcome(fn: Any, body: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", fn(body)
+    except TurtlesError as e:
+        return type(e).__name__, (e.message, e.to_dict())
+
+
+def _same(body: bytes) -> None:
+    assert _outcome(lambda b: parse_envelope("json", b), body) == _outcome(Envelope.from_json, body), body[:300]
+
+
+def _bodies() -> list[bytes]:
+    signer, root = root_envelope()
+    other = SoftwareSigner.generate("ed25519")
+    _, att = attestation(signer, "pkg", b"x")
+    two = att.with_signature(other)
+    return [
+        root.to_json(),
+        att.to_json(),
+        json.dumps(att.to_dict()).encode(),
+        json.dumps(two.to_dict(), indent=2).encode(),
+        json.dumps(att.to_dict(), indent="\t").encode(),
+    ]
+
+
+def test_fast_path_takes_the_common_shape() -> None:
+    for body in _bodies():
+        _same(body)
+        assert parse_envelope("json", body) == Envelope.from_json(body)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: {**d, "payload": d["payload"].rstrip("=")},  # unpadded: strict parser takes it
+        lambda d: {**d, "payload": d["payload"][:-2] + "=="},
+        lambda d: {**d, "payload": d["payload"].replace("+", "-").replace("/", "_")},
+        lambda d: {**d, "payload": ""},
+        lambda d: {**d, "payload": " " + d["payload"]},
+        lambda d: {**d, "payloadType": ""},
+        lambda d: {**d, "payloadType": "x" * 300},
+        lambda d: {**d, "payloadType": "caf\u00e9/\u2603"},
+        lambda d: {**d, "payloadType": "a\\u0062c"},
+        lambda d: {**d, "extra": 1},
+        lambda d: {**d, "signatures": []},
+        lambda d: {**d, "signatures": d["signatures"] * 2},
+        lambda d: {**d, "signatures": d["signatures"] * 17},
+        lambda d: {**d, "signatures": [{"sig": d["signatures"][0]["sig"]}]},
+        lambda d: {**d, "signatures": [{"sig": d["signatures"][0]["sig"], "keyid": "k"}]},
+        lambda d: {**d, "signatures": [{"keyid": "", "sig": d["signatures"][0]["sig"]}]},
+        lambda d: {**d, "signatures": [{"keyid": "a]b{c}", "sig": d["signatures"][0]["sig"]}]},
+        lambda d: {**d, "signatures": [{"keyid": "k", "sig": ""}]},
+        lambda d: {**d, "signatures": [{"keyid": "k", "sig": "A" * 1400}]},
+        lambda d: {**d, "signatures": [{"keyid": 5, "sig": d["signatures"][0]["sig"]}]},
+    ],
+)
+def test_fast_path_edge_cases_match_the_strict_parser(edit: Any) -> None:
+    for body in _bodies()[:2]:
+        doc = json.loads(body)
+        _same(json.dumps(edit(doc)).encode())
+        _same(json.dumps(edit(doc), separators=(",", ":")).encode())
+
+
+def test_fast_path_random_mutations_match_the_strict_parser() -> None:
+    rng = random.Random(7)
+    alphabet = b' \t\n\r{}[]:,"\\=+/-_Aa0\x00\xc3\xa9\xff'
+    bodies = _bodies()
+    for _ in range(3000):
+        body = bytearray(rng.choice(bodies))
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(body))
+            op = rng.random()
+            if op < 0.4:
+                body[i] = rng.choice(alphabet)
+            elif op < 0.7:
+                del body[i]
+            else:
+                body.insert(i, rng.choice(alphabet))
+        _same(bytes(body))
+    raw = b'{"payloadType": "t", "payload": "YQ==", "payload": "YQ==", "signatures": [{"keyid": "k", "sig": "YQ=="}]}'
+    _same(raw)
+    _same(raw.replace(b'"YQ=="', b"1.5", 1))
+
+
+def test_batched_proofs_equal_the_logs(tmp_path: Path) -> None:
+    signer = SoftwareSigner.generate("ed25519")
+    holdings = Holdings.open(tmp_path / "db", origin="t/log", signer=SoftwareSigner.generate("ed25519"),
+                             roots=RootsPolicy.any_self_signed(), create=True)
+    try:
+        log = holdings.own
+        assert log is not None
+        _, root = root_envelope(signer=signer)
+        log.append(root)
+        results = log.append_many([attestation(signer, f"p{i}", b"%d" % i)[1] for i in range(70)])
+        assert all(isinstance(r, AppendResult) for r in results)
+        prover = Prover(log)
+        rng = random.Random(1)
+        for size in [1, 2, 3, 5, 8, 16, 17, 33, 64, 70, 71]:
+            indexes = rng.sample(range(size), min(size, 9))
+            assert prover.prove_many(indexes, size) == [log.inclusion_proof(i, size) for i in indexes]
+            assert prover.prove_many(list(range(size)), size) == [log.inclusion_proof(i, size) for i in range(size)]
+        with pytest.raises(TurtlesError):
+            prover.prove_many([3], 72)
+        with pytest.raises(TurtlesError):
+            prover.prove_many([5], 5)
+    finally:
+        holdings.close()
+
+
+def test_prebuilt_json_equals_json_dumps() -> None:
+    for proof in ([], [b"\x01" * 32], [bytes([i]) * 32 for i in range(20)]):
+        for note in ("o/log\n3\nAAA=\n\n\u2014 o/log x\n", 'odd "note" \\ \u00e9\n'):
+            acc = Accepted(AppendResult(7, b"\xab" * 32, note, 9, duplicate=False), proof)
+            assert acc.to_json() == json.dumps(acc.to_dict()).encode()
+
+
+async def test_single_post_answer_headers_and_body(client: Client) -> None:
+    signer, root = root_envelope()
+    r = await client.post("/v1/entries", data=root.to_json(), headers=JSON)
+    assert r.status == 201
+    assert r.headers["Content-Type"] == "application/json; charset=utf-8"
+    body = await r.json()
+    assert set(body) == {"index", "leaf_hash", "checkpoint", "size", "inclusion_proof"}
+    _, att = attestation(signer, "pkg", b"y")
+    again = att.to_json()
+    first, second = await client.post("/v1/entries", data=again, headers=JSON), None
+    second = await client.post("/v1/entries", data=again, headers=JSON)
+    assert (first.status, second.status) == (201, 409)
+    a, b = await first.json(), await second.json()
+    assert a == b and a["index"] == 1
+
+
+def test_signature_type_is_the_ledgers() -> None:
+    env = parse_envelope("json", _bodies()[1])
+    assert all(type(s) is Signature for s in env.signatures)
+
+
+async def test_pipeline_errors_are_answered_and_the_node_goes_on(client: Client, monkeypatch: Any) -> None:
+    from ledger.errors import OverloadedError
+    from node.state import RUNTIME
+
+    log = client.app[RUNTIME].own_log()
+    signer, root = root_envelope()
+    assert (await client.post("/v1/entries", data=root.to_json(), headers=JSON)).status == 201
+
+    def broken(envelope: Envelope) -> None:
+        raise RuntimeError("bug in verification")
+
+    monkeypatch.setattr(log, "try_prepare", broken)
+    r = await client.post("/v1/entries", data=attestation(signer, "a", b"1")[1].to_json(), headers=JSON)
+    assert r.status == 500 and (await r.json())["error"] == "internal"
+    monkeypatch.undo()
+
+    def full(envelope: Envelope, prepared: object = None) -> None:
+        raise OverloadedError("queue full", retry_after=1)
+
+    monkeypatch.setattr(log, "submit", full)
+    r = await client.post("/v1/entries", data=attestation(signer, "b", b"2")[1].to_json(), headers=JSON)
+    assert r.status == 503 and r.headers["Retry-After"] == "1"
+    monkeypatch.undo()
+
+    envs = [attestation(signer, f"c{i}", b"%d" % i)[1] for i in range(20)]
+    rs = await asyncio.gather(*(client.post("/v1/entries", data=e.to_json(), headers=JSON) for e in envs + envs))
+    assert sorted(r.status for r in rs) == [201] * 20 + [409] * 20
+    bodies = [await r.json() for r in rs]
+    assert len({b["index"] for b in bodies}) == 20
+    metrics = await (await client.get("/metrics")).text()
+    assert 'turtles_appends_total{outcome="appended"}' in metrics
+    assert 'turtles_appends_total{outcome="overloaded"} 1' in metrics
