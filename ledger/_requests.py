@@ -3,9 +3,10 @@
 A :class:`Request` is one envelope waiting to be appended. Callers of ``Log.submit`` wait
 on a :class:`~concurrent.futures.Future`; ``Log.append_many`` queues thousands at a time,
 and a Future per envelope (a Condition and an RLock each) costs more than the rest of its
-bookkeeping, so its requests carry no Future except the last of each group: the sequencer
-resolves requests strictly in queue order, so once that one is done, every request before
-it holds its outcome.
+bookkeeping, so its requests carry no Future except the last of each group. The sequencer
+takes requests in queue order and fires a request's Future only once every request queued
+before it holds its outcome (refusals and old duplicates are noted at once and told at the
+end of their batch), so once that one Future is done, the whole group is.
 """
 
 from __future__ import annotations
@@ -46,15 +47,28 @@ class Request:
 
     def resolve(self, result: AppendResult) -> None:
         """The envelope is durable and covered by a stored checkpoint."""
-        self.outcome = result
-        if self.future is not None:
-            self.future.set_result(result)
+        self.note(result)
+        self.notify()
 
     def reject(self, error: TurtlesError) -> None:
         """The envelope was not appended, for this reason."""
-        self.outcome = error
-        if self.future is not None:
-            self.future.set_exception(error)
+        self.note(error)
+        self.notify()
+
+    def note(self, outcome: AppendResult | TurtlesError) -> None:
+        """Record the outcome now and tell the waiter later (:meth:`notify`): the sequencer
+        answers refusals and old duplicates at the end of their batch, so that a request's
+        Future never fires before the requests queued ahead of it have their outcomes."""
+        self.outcome = outcome
+
+    def notify(self) -> None:
+        """Hand the recorded outcome to the Future, if there is one."""
+        if self.future is None or self.outcome is None:
+            return
+        if isinstance(self.outcome, TurtlesError):
+            self.future.set_exception(self.outcome)
+        else:
+            self.future.set_result(self.outcome)
 
     @property
     def done(self) -> bool:

@@ -102,6 +102,16 @@ class Envelope:
             object.__setattr__(self, "_packed", packed)  # a cache, not a field: eq/hash ignore it
         return packed
 
+    def adopt_msgpack(self, packed: bytes) -> None:
+        """Take ``packed`` as this envelope's :meth:`to_msgpack`.
+
+        For :mod:`ledger.procverify` only: a worker process built an envelope from this
+        one's three fields, verified it, and packed it with :meth:`to_msgpack`; these are
+        the bytes of the envelope that was verified (tests pin them to the local encoding).
+        """
+        if self.__dict__.get("_packed") is None:
+            object.__setattr__(self, "_packed", packed)
+
     @classmethod
     def from_dict(cls, obj: Any) -> Envelope:
         """Parse the JSON-ready form; raises EnvelopeError naming the bad field."""

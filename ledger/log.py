@@ -66,8 +66,8 @@ _LOG = logging.getLogger("turtles.ledger.log")
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_QUEUE = 8192
 _PREPARE_CHUNK = 64  # envelopes per verification task in append_many (amortises the pool's overhead)
-_PROCESS_CHUNK = 256  # envelopes per task sent to a worker process (amortises the pipe)
-_PROCESS_MIN = 512  # smaller calls are verified in threads (a round trip to a worker costs ~1 ms)
+_PROCESS_CHUNK = 128  # envelopes per task sent to a worker process (amortises the pipe)
+_PROCESS_MIN = 256  # smaller calls are verified in threads (a round trip to a worker costs ~1 ms)
 
 
 def _now_ms() -> int:
@@ -193,7 +193,7 @@ class Log(LogReader):
         wait in the queue at a time, and only the last request of a chunk carries a Future
         (see :mod:`ledger._requests`).
         """
-        procs = self._procs if self._procs is not None and len(envelopes) >= _PROCESS_MIN else None
+        procs = self._procs if self.verifies_in_processes(len(envelopes)) else None
         size = _PROCESS_CHUNK if procs is not None else _PREPARE_CHUNK
         chunks = [envelopes[i : i + size] for i in range(0, len(envelopes), size)]
         ahead = 2 * (procs.workers if procs is not None else os.cpu_count() or 2)
@@ -231,6 +231,10 @@ class Log(LogReader):
         for fut, _ in waiting:
             _wait_quietly(fut)
         return [_outcome(r) if isinstance(r, Request) else r for r in out]
+
+    def verifies_in_processes(self, count: int) -> bool:
+        """True if :meth:`append_many` of ``count`` envelopes verifies them in worker processes."""
+        return self._procs is not None and count >= _PROCESS_MIN
 
     def _start_verifying(self, chunk: Sequence[Envelope], procs: VerifierProcesses | None) -> Future[Any]:
         if procs is not None:
@@ -333,7 +337,19 @@ class Log(LogReader):
         self._frontier = dict(zip(plan, self._store.hashes(plan), strict=True))
 
     def _integrate_some(self, requests: list[Request]) -> list[Request]:
-        """Commit a prefix of ``requests`` ending at the first key record; return the rest."""
+        """Commit a prefix of ``requests`` ending at the first key record; return the rest.
+
+        Refusals and duplicates of durable entries are noted as they are met and their
+        waiters told when the prefix is done, after the appended ones (see ``Request.note``).
+        """
+        early: list[Request] = []
+        try:
+            return self._integrate_prefix(requests, early)
+        finally:
+            for req in early:
+                req.notify()
+
+    def _integrate_prefix(self, requests: list[Request], early: list[Request]) -> list[Request]:
         head = self._head
         ts = max(self._clock(), self._last_ts)
         entries: list[tuple[int, bytes]] = []
@@ -351,11 +367,13 @@ class Log(LogReader):
                     if dup >= head.size:  # a twin in this very batch: answer once it is durable
                         in_batch_dups.append((req, dup))
                     else:
-                        req.resolve(self._result(dup, duplicate=True))
+                        req.note(self._result(dup, duplicate=True))
+                        early.append(req)
                     continue
                 self._gate.admit(record=prepared.record, signers=prepared.signers, origin=self.origin, at=ts)
             except TurtlesError as e:
-                req.reject(e)
+                req.note(e)
+                early.append(req)
                 continue
             seq = head.size + len(accepted)
             entry = Entry.build(seq=seq, prev=prev, ts=ts, envelope=prepared.envelope)

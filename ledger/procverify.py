@@ -10,8 +10,9 @@ what the log needs to admit, chain and index the record.
 
 What crosses the pipe: to a worker, the payload type, payload and signatures of each
 envelope and the DER of every key the parent's gatekeeper knows for its key ids; back, for
-an attestation that verified, its signers, record id, subjects, predicate type, materials
-and builder. The parent rebuilds a *lean* :class:`~ledger.attestation.Attestation` (its
+an attestation that verified, its signers, record id, subjects, predicate type, materials,
+builder and the envelope's canonical msgpack (the bytes the entry will hold, made from the
+copy that was verified). The parent rebuilds a *lean* :class:`~ledger.attestation.Attestation` (its
 ``statement`` left empty, as :func:`ledger.trust.attestations.lean` does for the trust
 graph): the log never reads the statement; readers re-parse stored entries.
 
@@ -43,7 +44,8 @@ from ledger.keys import KeyId, PublicKey
 from ledger.verification import Gatekeeper, Prepared, verify_envelope
 
 _Item = tuple[str, bytes, tuple[tuple[str, bytes], ...]]
-_Parts = tuple[tuple[KeyId, ...], bytes, tuple[tuple[str, str], ...], str, tuple[tuple[str, str], ...], str | None]
+_Parts = tuple[tuple[KeyId, ...], bytes, tuple[tuple[str, str], ...], str, tuple[tuple[str, str], ...], str | None,
+               bytes]
 
 _WORKER_KEYS: dict[bytes, PublicKey] = {}  # in a worker: DER -> parsed key, kept between chunks
 
@@ -90,14 +92,15 @@ def verify_chunk(keys: dict[str, bytes], items: Sequence[_Item]) -> list[_Parts 
         a = p.record
         assert isinstance(a, Attestation)
         out.append((p.signers, p.record_id, tuple((s.name, s.sha256) for s in a.subjects), a.predicate_type,
-                    tuple((m.name, m.sha256) for m in a.materials), a.builder))
+                    tuple((m.name, m.sha256) for m in a.materials), a.builder, env.to_msgpack()))
     return out
 
 
 def _prepared(env: Envelope, parts: _Parts | None) -> Prepared | None:
     if parts is None:
         return None
-    signers, rid, subjects, ptype, materials, builder = parts
+    signers, rid, subjects, ptype, materials, builder, packed = parts
+    env.adopt_msgpack(packed)
     record = Attestation(tuple(Artefact(n, d) for n, d in subjects), ptype,
                          tuple(Artefact(n, d) for n, d in materials), builder, {})
     return Prepared(env, record, signers, rid)

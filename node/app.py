@@ -134,6 +134,7 @@ async def _holdings_ctx(app: web.Application, *, clock: Callable[[], int] | None
     opener = partial(
         Holdings.open, config.node.data_dir, origin=config.node.origin, signer=runtime.signer,
         roots=roots_policy(config.admission), create=True, clock=clock,
+        verify_processes=_verify_processes(config.node.verify_processes),
     )
     holdings = await loop.run_in_executor(None, opener)
     workers = max(2, os.cpu_count() or 2)
@@ -156,6 +157,11 @@ async def _holdings_ctx(app: web.Application, *, clock: Callable[[], int] | None
         await loop.run_in_executor(None, holdings.close)
         runtime.holdings = None
         executor.shutdown(wait=True)
+
+
+def _verify_processes(configured: int | None) -> int:
+    """Worker processes for large batches: as configured, else one per CPU."""
+    return configured if configured is not None else os.cpu_count() or 2
 
 
 def _register_metrics(app: web.Application) -> None:

@@ -78,12 +78,28 @@ def _common_envelope(body: bytes) -> Envelope | None:
         doc = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
+    if body.count(b'"') != 2 * _strings(doc):
+        return None
+    return _common_fields(doc)
+
+
+def _strings(doc: Any) -> int:
+    """How many strings an envelope of the common shape holds (keys and values); -1 if
+    ``doc`` is not of that shape. Compared with the ``"`` in the text, it rules out a key
+    that overwrote another."""
+    if type(doc) is not dict or doc.keys() != _ENVELOPE_KEYS or type(doc["signatures"]) is not list:
+        return -1
+    return 5 + 4 * len(doc["signatures"])
+
+
+def _common_fields(doc: Any) -> Envelope | None:
+    """The envelope of a parsed document of the common shape (see :func:`_common_envelope`)."""
     if type(doc) is not dict or doc.keys() != _ENVELOPE_KEYS:
         return None
     ptype, payload_text, sigs = doc["payloadType"], doc["payload"], doc["signatures"]
     if type(ptype) is not str or not ptype or type(payload_text) is not str or type(sigs) is not list:
         return None
-    if not 0 < len(sigs) <= MAX_SIGNATURES or body.count(b'"') != 2 * (5 + 4 * len(sigs)):
+    if not 0 < len(sigs) <= MAX_SIGNATURES:
         return None
     signatures = []
     for s in sigs:
@@ -100,6 +116,32 @@ def _common_envelope(body: bytes) -> Envelope | None:
         return Envelope(ptype, payload, tuple(signatures))
     except TurtlesError:  # a limit or a duplicate key id: the strict parser says which
         return None
+
+
+def _common_batch(body: bytes, max_batch: int) -> list[Envelope | InputError] | None:
+    """``parse_batch`` of a JSON body whose every envelope has the common shape, else None
+    (the same fast path and the same quote count as :func:`_common_envelope`)."""
+    if b"\\" in body:
+        return None
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    if type(doc) is not dict or doc.keys() != {"envelopes"} or type(doc["envelopes"]) is not list:
+        return None
+    items = doc["envelopes"]
+    if not 0 < len(items) <= max_batch:
+        return None  # the strict parser names the error
+    counts = [_strings(item) for item in items]
+    if min(counts) < 0 or body.count(b'"') != 2 * (1 + sum(counts)):
+        return None
+    out: list[Envelope | InputError] = []
+    for item in items:
+        env = _common_fields(item)
+        if env is None:
+            return None
+        out.append(env)
+    return out
 
 
 def _canonical_b64(text: object) -> bytes | None:
@@ -126,6 +168,10 @@ def parse_batch(kind: str, body: bytes, max_batch: int) -> list[Envelope | Input
     """
     if not body:
         raise EncodingError("empty body: want a batch of DSSE envelopes")
+    if kind == "json":
+        common = _common_batch(body, max_batch)
+        if common is not None:
+            return common
     items: Any
     if kind == "json":
         doc = parse_json(body)
@@ -166,7 +212,7 @@ async def post_batch(request: web.Request) -> web.Response:
     limits = request.app[CONFIG].limits
     items = parse_batch(kind, await read_body(request, limits.max_batch_body_bytes), limits.max_batch)
     outcome = await request.app[RUNTIME].open_submitter().submit_many(items)
-    return web.json_response(outcome.to_dict(), status=200)
+    return web.Response(body=outcome.to_json(), status=200, content_type="application/json", charset="utf-8")
 
 
 __all__ = ["parse_batch", "parse_envelope", "routes"]

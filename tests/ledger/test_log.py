@@ -30,6 +30,7 @@ from ledger.errors import (
 )
 from ledger.holdings import Holdings
 from ledger.keys import SoftwareSigner
+from ledger.log import AppendResult
 from ledger.records import Delegation, RootRecord
 from ledger.trust import RootsPolicy
 from tests.ledger.conftest import ORIGIN, World, delegation_envelope, root_envelope
@@ -267,3 +268,20 @@ def test_a_cancelled_submission_does_not_stop_the_sequencer(world: World) -> Non
     # the sequencer is alive and indexes stay contiguous
     res = world.log.append(world.attest("pkg-after-cancel"))
     assert res.index == 2 + len(kept)
+
+
+def test_append_many_when_a_chunk_ends_in_an_early_answer(world: World) -> None:
+    # The sequencer answers a refusal or a duplicate of an old entry at once; append_many
+    # waits only on the last request of each verified chunk (64), so those answers must
+    # never be told before the requests ahead of them in the same batch are done.
+    old = world.attest("pkg-old")
+    world.log.append(old)
+    for round_ in range(12):
+        envs = [world.attest(f"pkg-{round_}-{i}") for i in range(256)]
+        forged = envs[191]
+        envs[63] = envs[255] = old  # the last of a chunk, and the very last one
+        envs[127] = Envelope(forged.payload_type, forged.payload, (Signature(forged.signatures[0].keyid, bytes(64)),))
+        results = world.log.append_many(envs)
+        assert [i for i, r in enumerate(results) if not isinstance(r, AppendResult)] == [127]
+        assert isinstance(results[127], SignatureError)
+        assert results[63].duplicate and results[255].duplicate  # type: ignore[union-attr]

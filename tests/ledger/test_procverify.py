@@ -118,7 +118,8 @@ def test_a_worker_returns_what_verify_envelope_returns(world: World) -> None:
     for env, got in zip(envs, parts, strict=True):
         want = verify_envelope(world.log._gate, env)
         assert isinstance(want.record, Attestation) and got is not None
-        signers, rid, subjects, ptype, materials, builder = got
+        signers, rid, subjects, ptype, materials, builder, packed = got
+        assert packed == env.to_msgpack()
         assert (signers, rid, ptype, builder) == (want.signers, want.record_id, want.record.predicate_type,
                                                   want.record.builder)
         assert subjects == tuple((a.name, a.sha256) for a in want.record.subjects)

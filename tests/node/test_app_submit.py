@@ -19,6 +19,7 @@ from ledger.keys import SoftwareSigner
 from node.app import create_app
 from node.client import check_appended
 from node.config import NodeConfig
+from node.state import RUNTIME
 from tests.node.conftest import Client, attestation, make_config, root_envelope
 
 JSON = {"Content-Type": "application/json"}
@@ -177,6 +178,31 @@ async def test_batch_mixes_results_in_order(client: Client) -> None:
     assert [x["status"] for x in results] == [201, 201, 400, 403, 409, 409]
     assert results[4]["index"] == results[1]["index"] and results[5]["index"] == results[0]["index"]
     assert results[2]["error"] == "bad_envelope"
+
+
+async def test_a_large_batch_is_verified_by_worker_processes_with_the_same_answers(client: Client) -> None:
+    signer, root = root_envelope()
+    assert (await post(client, root))[0] == 201
+    envs = [attestation(signer, f"big{i}", f"big {i}".encode())[1] for i in range(300)]
+    _, stranger = attestation(SoftwareSigner.generate(), "s", b"s")
+    forged = Envelope(envs[7].payload_type, envs[7].payload, (Signature(envs[7].signatures[0].keyid, bytes(64)),))
+    items = [e.to_dict() for e in envs]
+    items[7], items[100], items[200] = forged.to_dict(), stranger.to_dict(), {"payloadType": "x"}
+    items.append(envs[3].to_dict())  # a twin of an earlier one
+    app = client.app
+    assert app[RUNTIME].holdings.own.verifies_in_processes(len(items) - 1)
+    r = await client.post("/v1/entries:batch", data=json.dumps({"envelopes": items}), headers=JSON)
+    assert r.status == 200
+    out = await r.json()
+    statuses = [x["status"] for x in out["results"]]
+    assert (statuses[7], statuses[100], statuses[200], statuses[-1]) == (403, 403, 400, 409)
+    assert statuses.count(201) == 297
+    assert out["results"][-1]["index"] == out["results"][3]["index"]
+    cp = Checkpoint.parse(open_note(out["checkpoint"], await vkey(client)))
+    for item in out["results"]:
+        if item["status"] == 201:
+            proof = [bytes.fromhex(h) for h in item["inclusion_proof"]]
+            merkle.verify_inclusion(bytes.fromhex(item["leaf_hash"]), item["index"], cp.size, proof, cp.root)
 
 
 async def test_batch_limits(aiohttp_client: Any, tmp_path: Path) -> None:

@@ -17,14 +17,15 @@ from typing import Any
 import pytest
 
 from ledger.envelope import Envelope, Signature
-from ledger.errors import TurtlesError
+from ledger.errors import SignatureError, TurtlesError
 from ledger.holdings import Holdings
 from ledger.keys import SoftwareSigner
 from ledger.log import AppendResult
 from ledger.trust import RootsPolicy
 from node.proofs import Prover
-from node.routes.submit import parse_envelope
-from node.submission import Accepted
+from node.routes import submit as submit_routes
+from node.routes.submit import parse_batch, parse_envelope
+from node.submission import Accepted, BatchOutcome
 from tests.node.conftest import Client, attestation, root_envelope
 
 JSON = {"Content-Type": "application/json"}
@@ -146,6 +147,17 @@ def test_prebuilt_json_equals_json_dumps() -> None:
             assert acc.to_json() == json.dumps(acc.to_dict()).encode()
 
 
+def test_prebuilt_batch_json_equals_json_dumps() -> None:
+    refused = SignatureError("envelope signature by k does not verify", key_id="k")
+    for proofs in ([[], []], [[b"\x01" * 32], []], [[bytes([i]) * 32 for i in range(20)], [b"\x02" * 32]]):
+        for note in ("o/log\n3\nAAA=\n\n\u2014 o/log x\n", 'odd "note" \\ \u00e9\n'):
+            for dup in (False, True):
+                results: list[AppendResult | TurtlesError] = [AppendResult(7, b"\xab" * 32, note, 9, duplicate=dup)]
+                results.append(refused if not proofs[1] else AppendResult(8, b"\xcd" * 32, note, 9))
+                out = BatchOutcome(note, 9, results, proofs)
+                assert out.to_json() == json.dumps(out.to_dict()).encode()
+
+
 async def test_single_post_answer_headers_and_body(client: Client) -> None:
     signer, root = root_envelope()
     r = await client.post("/v1/entries", data=root.to_json(), headers=JSON)
@@ -199,3 +211,36 @@ async def test_pipeline_errors_are_answered_and_the_node_goes_on(client: Client,
     metrics = await (await client.get("/metrics")).text()
     assert 'turtles_appends_total{outcome="appended"}' in metrics
     assert 'turtles_appends_total{outcome="overloaded"} 1' in metrics
+
+
+
+def _batch_outcome(body: bytes) -> Any:
+    try:
+        got = parse_batch("json", body, 1000)
+    except TurtlesError as e:
+        return type(e).__name__, e.message
+    return [x if isinstance(x, Envelope) else (type(x).__name__, x.message) for x in got]
+
+
+def test_batch_fast_path_matches_the_strict_parser(monkeypatch: Any) -> None:
+    docs = [json.loads(b) for b in _bodies()]
+    bodies = [json.dumps({"envelopes": docs}).encode(), json.dumps({"envelopes": docs}, indent=1).encode()]
+    bodies.append(bodies[0].replace(b'{"payloadType"', b'{"payloadType": "x", "payloadType"', 1))  # a twin key
+    rng = random.Random(11)
+    for _ in range(1500):
+        mutated = bytearray(rng.choice(bodies[:2]))
+        for _ in range(rng.randint(1, 2)):
+            i = rng.randrange(len(mutated))
+            if rng.random() < 0.5:
+                mutated[i] = rng.choice(b' \t{}[]:,"\\=+/Aa0')
+            else:
+                del mutated[i]
+        bodies.append(bytes(mutated))
+    assert submit_routes._common_batch(bodies[0], 1000) is not None  # the fast path takes the common shape
+    assert submit_routes._common_batch(bodies[2], 1000) is None  # and never a body with a twin key
+    fast = [_batch_outcome(b) for b in bodies]
+    assert isinstance(fast[0], list) and all(isinstance(x, Envelope) for x in fast[0])
+    monkeypatch.setattr(submit_routes, "_common_batch", lambda body, max_batch: None)
+    strict = [_batch_outcome(b) for b in bodies]
+    for body, f, s in zip(bodies, fast, strict, strict=True):
+        assert f == s, body[:200]
