@@ -17,7 +17,8 @@ Figures (each median and p99 over the repetitions):
 * ``bundle_verify_us`` -- :func:`ledger.verify.verify_bundle` of the bundle file's bytes
   (what ``turtles verify --bundle`` does after reading the file);
 * ``trace_1000_ms`` and ``trace_per_node_us`` -- :func:`ledger.lineage.trace` of the DAG,
-  an explain per artefact.
+  an explain per artefact (target: p99 <= 200 ms). Each run is cold: the trace's memo
+  (attestations read, chain prefixes judged) lives for that one call.
 
 Raw limit measured in the same run: ``prov_ed25519_verify_us``, one bare Ed25519
 verification (``cryptography``); each ratio says how many bare verifications an operation
@@ -51,6 +52,7 @@ from ledger.verify import verify_bundle, verify_held
 GROUP = "provenance"
 ORIGIN = "bench.example/log"
 DAG_SIZE = 1000
+TRACE_TARGET_MS = 200.0
 
 
 
@@ -128,10 +130,13 @@ def run(ctx: Context) -> None:
         lineage = trace(graph, top, policy=policy, at=at)
         if len(lineage.nodes) != DAG_SIZE or lineage.issues:
             raise AssertionError(f"trace reached {len(lineage.nodes)} artefacts, issues {lineage.issues[:3]}")
-        runs = _times_us(lambda: trace(graph, top, policy=policy, at=at), ctx.reps(3, 9))
+        runs = _times_us(lambda: trace(graph, top, policy=policy, at=at), ctx.reps(5, 9))
         figs["trace_1000_ms"] = ctx.record(
             "trace_1000_ms", [v / 1000 for v in runs], "ms", higher_is_better=False,
-            notes=f"{DAG_SIZE} artefacts, {len(lineage.edges)} edges, one explain each")
+            target=(f"p99 <= {TRACE_TARGET_MS:.0f} ms", lambda f: f.p99 <= TRACE_TARGET_MS),
+            notes=f"{DAG_SIZE} artefacts, {len(lineage.edges)} edges, one explain each; each run reads every "
+            "artefact's attestations from LevelDB once and judges the chain above the signer once (a memo "
+            "that lives for that one trace: nothing is kept between runs)")
         figs["trace_per_node_us"] = ctx.record(
             "trace_per_node_us", [v / DAG_SIZE for v in runs], "us", limit=ED25519_VERIFY, higher_is_better=False)
     finally:

@@ -14,11 +14,16 @@ Invariants:
   rejected candidate, so callers that need accepted paths only (admission, impact) lose
   nothing. ``avoid`` lists keys the search must not pass through. ``on_chain``, if set,
   sees each candidate as it is found and returns True to stop the search (``done``).
+* ``memo`` (:class:`~ledger.trust.memo.QueryMemo`, optional) is shared by the queries of
+  one call that asks many questions (a trace, an impact) under the same rules and time;
+  it never changes an answer, only how often the same work is done. While ``events`` is a
+  list, every note and ignored revocation is also appended to it (in order), so that an
+  evaluation state kept in the memo can report them again to a query resuming from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +31,16 @@ from ledger.entry import LoggedRecord
 from ledger.keys import ALGORITHMS, KeyId
 from ledger.records import MAX_DEPTH_LIMIT, Revocation
 from ledger.trust.graph import TrustGraph
+from ledger.trust.memo import QueryMemo
 from ledger.trust.policy import Anchor, Policy
 from ledger.trust.verdict import HopKind, IgnoredRevocation, Position
 
 DEFAULT_LIMIT = 64
 DEFAULT_MAX_STEPS = 20_000
 OPEN_MAX_PATH_LENGTH = 2 * MAX_DEPTH_LIMIT + 4
+
+Event = str | tuple[tuple[bytes, str], IgnoredRevocation]
+"""What a query was told: a note, or an ignored revocation under its key."""
 
 
 @dataclass(frozen=True)
@@ -112,12 +121,20 @@ class Query:
     ignored: dict[tuple[bytes, str], IgnoredRevocation] = field(default_factory=dict)
     ancestors: dict[KeyId, frozenset[KeyId] | None] = field(default_factory=dict)
     reaches: dict[KeyId, bool] = field(default_factory=dict)
+    memo: QueryMemo | None = None
+    events: list[Event] | None = None
 
     def fresh(self, **settings: Any) -> Query:
         """A new search over the same graph, rules and time, sharing this query's memos
         (they depend on nothing else); ``settings`` override limit, viable_only, avoid."""
         return Query(self.graph, self.rules, self.at, ancestors=self.ancestors, reaches=self.reaches,
-                     ignored=self.ignored, **settings)
+                     ignored=self.ignored, memo=self.memo, **settings)
+
+    def attestations_for(self, sha256: str) -> Sequence[LoggedRecord]:
+        """The graph's attestations of ``sha256`` (through the memo, if any)."""
+        if self.memo is not None:
+            return self.memo.attestations_for(sha256)
+        return self.graph.attestations_for(sha256)
 
     @property
     def stopped(self) -> bool:
@@ -126,6 +143,8 @@ class Query:
 
     def note(self, text: str) -> None:
         """Add a note once."""
+        if self.events is not None:
+            self.events.append(text)
         if text not in self.notes:
             self.notes.append(text)
 
@@ -133,9 +152,20 @@ class Query:
         """Report a revocation that does not count."""
         rv = rec.record
         assert isinstance(rv, Revocation)
-        self.ignored.setdefault(
-            (rec.record_id, rec.origin), IgnoredRevocation(Position.of(rec), rv.issuer, rv.target, why)
-        )
+        key, value = (rec.record_id, rec.origin), IgnoredRevocation(Position.of(rec), rv.issuer, rv.target, why)
+        if self.events is not None:
+            self.events.append((key, value))
+        self.ignored.setdefault(key, value)
+
+    def replay(self, events: Sequence[Event]) -> None:
+        """Take notes and ignored revocations reported to another query, in order."""
+        for e in events:
+            if isinstance(e, str):
+                self.note(e)
+            else:
+                if self.events is not None:
+                    self.events.append(e)
+                self.ignored.setdefault(*e)
 
 
-__all__ = ["DEFAULT_LIMIT", "DEFAULT_MAX_STEPS", "OPEN_MAX_PATH_LENGTH", "Link", "Query", "Rules"]
+__all__ = ["DEFAULT_LIMIT", "DEFAULT_MAX_STEPS", "OPEN_MAX_PATH_LENGTH", "Event", "Link", "Query", "Rules"]

@@ -22,6 +22,15 @@ Rules applied (all times are log integration times, Unix ms; windows are closed)
   at most ``max_path_length`` hops.
 Every failing rule adds a :class:`~ledger.trust.verdict.Reason`; none stops evaluation,
 so a rejected candidate lists all its faults.
+
+How (the result does not depend on it): a link is judged in two parts. What does not
+depend on when it is relied upon -- scope, org, issuer rights, algorithm, witnesses,
+anchor -- follows from the links above it alone (:class:`LinkState`); the reliance time
+adds the integration, window and revocation checks and the hop itself. Under a query memo
+(:class:`~ledger.trust.memo.QueryMemo`) the first part is kept per chain prefix and the
+second per prefix and reliance time, so the chains of one call that share a prefix (every
+artefact of one signer, every key below one issuer) judge it once; the reasons keep the
+order of the rules above either way.
 """
 
 from __future__ import annotations
@@ -30,12 +39,17 @@ from collections.abc import Sequence
 
 from ledger.attestation import Attestation
 from ledger.entry import LoggedRecord
-from ledger.keys import KeyId
+from ledger.keys import KeyId, PublicKey
 from ledger.records import Delegation, Endorsement, RootRecord, Rotation
-from ledger.trust.context import Link, Query
+from ledger.trust.context import Event, Link, Query, Rules
+from ledger.trust.memo import QueryMemo, StateKey
 from ledger.trust.revocation import key_reasons
 from ledger.trust.scope import Scope
 from ledger.trust.verdict import Hop, Position, Reason, TrustKind, TrustPath, rfc3339
+
+Judged = tuple[Hop, tuple[Reason, ...], tuple[Event, ...], LoggedRecord | None]
+"""A link judged at one reliance time: its hop, its reasons (all of them, in rule order),
+what key checks reported to the query, and the record it was relied upon by (kept alive)."""
 
 
 def evaluate(q: Query, chain: Sequence[Link], *, purpose: str | None, reuse: TrustPath | None = None) -> TrustPath:
@@ -43,16 +57,165 @@ def evaluate(q: Query, chain: Sequence[Link], *, purpose: str | None, reuse: Tru
 
     ``reuse`` may be a path this query already evaluated for the same purpose: the hops it
     shares with ``chain`` whose reliance times cannot differ (every hop above the last
-    shared record) are taken from it instead of being evaluated again.
+    shared record) are taken from it instead of being evaluated again. With a memo on the
+    query, the judged prefixes of ``chain`` are taken from (and added to) the memo instead.
     """
-    reliance, signed = _reliance_times(chain, q.at)
-    walk = _Walk(q, chain, purpose, reliance, signed)
+    if q.memo is not None:
+        return _evaluate_memo(q, q.memo, chain, purpose)
+    n = len(chain)
+    hops: list[Hop] = []
+    reasons: list[Reason] = []
+    scope, org, above, transitive = Scope.of_root(), None, frozenset[str](), 0
     start = _shared(chain, reuse)
     if reuse is not None and start:
-        walk.resume(reuse, start)
-    for i in range(start, len(chain)):
-        walk.step(i)
-    return walk.finish()
+        done = reuse.hops[:start]
+        hops.extend(done)
+        reasons.extend(r for r in reuse.reasons if r.hop is not None and r.hop < start)
+        scope, org, transitive = done[-1].scope, done[-1].org_to, sum(h.kind == "transitive" for h in done)
+        above = frozenset(k for h in done for k in (h.from_key, h.to) if k)
+    for i in range(start, n):
+        st = LinkState(q, chain, i, purpose, scope, org, above, transitive)
+        t, signed = _reliance(q, chain, i)
+        hop, why, _, _ = st.judge(q, t, signed)
+        hops.append(hop)
+        reasons.extend(why)
+        scope, org, above, transitive = st.scope, st.org, st.above, st.transitive
+    return _finish(q.rules, n, purpose, scope, transitive, hops, reasons)
+
+
+def _evaluate_memo(q: Query, memo: QueryMemo, chain: Sequence[Link], purpose: str | None) -> TrustPath:
+    """:func:`evaluate` through the memo (see the module docstring)."""
+    hops: list[Hop] = []
+    reasons: list[Reason] = []
+    level = memo.link_states(purpose)
+    st: LinkState | None = None
+    for i in range(len(chain)):
+        st = _state(q, memo, level, chain, i, st, purpose)
+        judged = _judged(q, st, chain, i)
+        hops.append(judged[0])
+        reasons.extend(judged[1])
+        level = st.children
+    assert st is not None
+    return _finish(q.rules, len(chain), purpose, st.scope, st.transitive, hops, reasons)
+
+
+def _state(q: Query, memo: QueryMemo, level: dict[StateKey, LinkState], chain: Sequence[Link], i: int,
+           above: LinkState | None, purpose: str | None) -> LinkState:
+    """The state of link ``i`` after ``above`` (the memo's, or a new one it keeps)."""
+    link = chain[i]
+    nxt = chain[i + 1] if i + 1 < len(chain) else None
+    key = (id(link.rec), link.kind, link.frm, link.to,
+           id(nxt.rec) if nxt is not None and link.kind == "transitive" else 0)
+    found = level.get(key)
+    if found is None:
+        if above is None:
+            found = LinkState(q, chain, i, purpose, Scope.of_root(), None, frozenset(), 0)
+        else:
+            found = LinkState(q, chain, i, purpose, above.scope, above.org, above.above, above.transitive)
+        # an attestation is the last link of the chains of that one attestation: not kept
+        if link.kind != "attestation" and memo.add_state():
+            found.pins = (link.rec, None if nxt is None else nxt.rec)
+            level[key] = found
+    return found
+
+
+def _judged(q: Query, st: LinkState, chain: Sequence[Link], i: int) -> Judged:
+    """Link ``i`` judged when the chain relies on it (the memo's, or a new one it keeps)."""
+    nxt = chain[i + 1] if i + 1 < len(chain) else None
+    if nxt is None or nxt.kind == "root":  # see _reliance
+        t, signed = q.at, None
+    else:
+        t, signed = nxt.rec.ts, nxt.rec
+    judged = st.judged.get((t, id(signed)))
+    if judged is None:
+        judged = _judge(q, st, t, signed)
+        # relied upon by an attestation: that attestation's chains only
+        if st.link.kind != "attestation" and (nxt is None or nxt.kind != "attestation"):
+            st.judged[(t, id(signed))] = judged
+    elif judged[2]:
+        q.replay(judged[2])
+    return judged
+
+
+def _judge(q: Query, st: LinkState, t: int, signed: LoggedRecord | None) -> Judged:
+    """``st.judge``, keeping what the key checks report to the query (see :data:`Judged`)."""
+    if not st.check_key:
+        return st.judge(q, t, signed)
+    saved, q.events = q.events, []
+    try:
+        return st.judge(q, t, signed)
+    finally:
+        q.events = saved
+
+
+class Prefix:
+    """A chain prefix judged under a memo, for judging many chains that extend it by one
+    link (the attestations of one signer: :func:`evaluate_extended`).
+
+    Every link but the last is judged once (the link after it fixes when it is relied
+    upon); the last is judged per extension.
+
+    Raises:
+        ValueError: no memo on the query, or the prefix is empty or ends with an
+            endorsement (whose state depends on the link after it).
+    """
+
+    __slots__ = ("events", "hops", "last", "links", "purpose", "reasons")
+
+    def __init__(self, q: Query, links: Sequence[Link], purpose: str | None) -> None:
+        if q.memo is None or not links or links[-1].kind == "transitive":
+            raise ValueError("a prefix needs a memo and a last link that is not an endorsement")
+        self.links, self.purpose = tuple(links), purpose
+        hops: list[Hop] = []
+        reasons: list[Reason] = []
+        events: list[Event] = []
+        level = q.memo.link_states(purpose)
+        st: LinkState | None = None
+        for i in range(len(self.links)):
+            st = _state(q, q.memo, level, self.links, i, st, purpose)
+            if i + 1 < len(self.links):
+                judged = _judged(q, st, self.links, i)
+                hops.append(judged[0])
+                reasons.extend(judged[1])
+                events.extend(judged[2])
+            level = st.children
+        assert st is not None
+        self.last = st
+        self.hops, self.reasons, self.events = tuple(hops), tuple(reasons), tuple(events)
+
+
+def evaluate_extended(q: Query, prefix: Prefix, link: Link) -> TrustPath:
+    """``evaluate(q, (*prefix.links, link), purpose=prefix.purpose)``: the same path, with
+    the prefix's judged links taken from ``prefix`` (``q`` must have its memo)."""
+    if prefix.events:
+        q.replay(prefix.events)
+    chain = (*prefix.links, link)
+    n = len(chain)
+    last = prefix.last
+    hops = [*prefix.hops]
+    reasons = [*prefix.reasons]
+    t, signed = (q.at, None) if link.kind == "root" else (link.rec.ts, link.rec)  # see _reliance
+    judged = _judge(q, last, t, signed)
+    hops.append(judged[0])
+    reasons.extend(judged[1])
+    st = LinkState(q, chain, n - 1, prefix.purpose, last.scope, last.org, last.above, last.transitive)
+    judged = _judge(q, st, q.at, None)
+    hops.append(judged[0])
+    reasons.extend(judged[1])
+    return _finish(q.rules, n, prefix.purpose, st.scope, st.transitive, hops, reasons)
+
+
+def _finish(rules: Rules, n: int, purpose: str | None, scope: Scope, transitive: int, hops: list[Hop],
+            reasons: list[Reason]) -> TrustPath:
+    """The evaluated path, with path-level reasons (the weakest link is named when paths
+    are ranked: :func:`ledger.trust.weakest.with_weakest`)."""
+    if purpose is not None and purpose not in scope.purposes:
+        reasons.append(Reason("purpose", f"purpose {purpose!r} is not among the purposes left "
+                              f"({', '.join(scope.purposes) or 'none'})", n - 1))
+    if n > rules.max_path_length:
+        reasons.append(Reason("path_length", f"path has {n} hops, policy allows {rules.max_path_length}"))
+    trust: TrustKind = "transitive" if transitive else "delegated"
+    return TrustPath.make(tuple(hops), not reasons, trust, tuple(reasons), None)
 
 
 def _shared(chain: Sequence[Link], reuse: TrustPath | None) -> int:
@@ -71,187 +234,171 @@ def _shared(chain: Sequence[Link], reuse: TrustPath | None) -> int:
     return max(start, 0)
 
 
-class _Walk:
-    """The state of one evaluation, root to leaf (see the module docstring)."""
+def _reliance(q: Query, chain: Sequence[Link], i: int) -> tuple[int, LoggedRecord | None]:
+    """When link ``i`` is relied upon, and the record its key signed at that time: the
+    link below it, unless ``i`` is the last link or the one below is an endorsed root (an
+    endorsement vouches for the root key itself, not for one act of it, so it is judged at
+    the verification time and covers the endorsed org's records whenever they were
+    logged; its own window and revocation apply)."""
+    if i + 1 >= len(chain):
+        return q.at, None
+    below = chain[i + 1]
+    if below.kind == "root":
+        return q.at, None
+    return below.rec.ts, below.rec
 
-    __slots__ = ("above", "chain", "g", "hops", "i", "org", "purpose", "q", "reasons", "reliance",
-                 "rules", "scope", "signed", "transitive")
 
-    def __init__(self, q: Query, chain: Sequence[Link], purpose: str | None, reliance: list[int],
-                 signed: list[LoggedRecord | None]) -> None:
-        self.q, self.g, self.rules, self.chain, self.purpose = q, q.graph, q.rules, chain, purpose
-        self.reliance, self.signed = reliance, signed
-        self.reasons: list[Reason] = []
-        self.hops: list[Hop] = []
-        self.scope = Scope.of_root()
-        self.org: str | None = None
-        self.above: set[str] = set()
-        self.transitive = 0
-        self.i = 0
+class LinkState:
+    """Link ``i`` of a chain judged as far as its reliance time does not matter, and the
+    scope, org, keys above and transitive hops after it (see the module docstring).
 
-    def bad(self, code: str, message: str) -> None:
-        """A reason against the current hop."""
-        self.reasons.append(Reason(code, message, self.i))
+    Under a memo it is also a node of the prefix tree: ``children`` are the states of the
+    links that follow this prefix, ``judged`` the link judged per reliance time.
+    """
 
-    def resume(self, reuse: TrustPath, start: int) -> None:
-        """Take hops ``[0, start)`` and their reasons from ``reuse``."""
-        done = reuse.hops[:start]
-        self.hops = list(done)
-        self.reasons = [r for r in reuse.reasons if r.hop is not None and r.hop < start]
-        self.scope, self.org = done[-1].scope, done[-1].org_to
-        self.transitive = sum(h.kind == "transitive" for h in done)
-        for h in done:
-            if h.from_key:
-                self.above.add(h.from_key)
-            self.above.add(h.to)
+    __slots__ = ("above", "alg", "by_kind", "by_policy", "check_key", "children", "first", "fixed", "hsm", "i",
+                 "join", "judged", "key_above", "link", "names", "org", "org_from", "pins", "position",
+                 "scope", "transitive", "window", "witnesses")
 
-    def step(self, i: int) -> None:
-        """Evaluate link ``i``."""
-        self.i = i
-        link, t, rules, g = self.chain[i], self.reliance[i], self.rules, self.g
-        rec, r = link.rec, link.rec.record
-        org_from = self.org
+    def __init__(self, q: Query, chain: Sequence[Link], i: int, purpose: str | None, scope: Scope,
+                 org: str | None, above: frozenset[str], transitive: int) -> None:
+        link = chain[i]
+        rec, r, g, rules = link.rec, link.rec.record, q.graph, q.rules
+        self.link, self.i = link, i
+        self.children: dict[StateKey, LinkState] = {}
+        self.judged: dict[tuple[int, int], Judged] = {}
+        self.pins: tuple[LoggedRecord, LoggedRecord | None] | None = None
+        first: list[Reason] = []  # before the integration check
+        by_kind: list[Reason] = []  # before the window checks
+        self.org_from = org
         hsm: bool | None = None
         alg: str | None = None
         window: tuple[int, int | None] | None = None
         names: tuple[str, ...] = ()
         if g.is_equivocating(rec.origin):
-            self.bad("equivocating", f"record {rec.origin}#{rec.index} comes from an equivocating log")
+            first.append(Reason("equivocating", f"record {rec.origin}#{rec.index} comes from an equivocating log", i))
         witnesses = g.witnesses(rec.origin, rec.index)
         if len(witnesses) < rules.witness_quorum:
-            self.bad("witness", f"record {rec.origin}#{rec.index} is covered by {len(witnesses)} "
-                     f"witness(es), policy wants {rules.witness_quorum}")
-        if rec.ts > t:
-            relier = "the verification time" if self.signed[i] is None else "the record relying on it"
-            self.bad("not_integrated", f"{link.kind} record {rec.origin}#{rec.index} was integrated at "
-                     f"{rec.ts}, after {relier} ({t})")
+            first.append(Reason("witness", f"record {rec.origin}#{rec.index} is covered by {len(witnesses)} "
+                                f"witness(es), policy wants {rules.witness_quorum}", i))
         if isinstance(r, RootRecord):
             hsm, alg = r.hsm, r.key.alg
             if i == 0:
-                self.org = org_from = r.org
-                self._anchor_checks(r, link.to)
+                org = self.org_from = r.org
+                _anchor_checks(by_kind, rules, purpose, r, link.to)
             else:
-                e = self.chain[i - 1].rec.record
+                e = chain[i - 1].rec.record
                 if isinstance(e, Endorsement) and e.org != r.org:
-                    self.bad("org_mismatch", f"endorsement names org {e.org!r} but the root record of "
-                             f"{link.to} declares org {r.org!r}")
-                self.org = r.org
+                    by_kind.append(Reason("org_mismatch", f"endorsement names org {e.org!r} but the root record of "
+                                          f"{link.to} declares org {r.org!r}", i))
+                org = r.org
             if rules.require_hsm_root and not hsm:
-                self.bad("hsm", f"root {link.to} of org {r.org} is not HSM-held")
+                by_kind.append(Reason("hsm", f"root {link.to} of org {r.org} is not HSM-held", i))
         elif isinstance(r, Delegation):
-            self._check_issuer(link)
+            _check_issuer(by_kind, scope, link, i)
             window = (r.not_before, r.not_after)
-            self.scope = self.scope.delegate(artefacts=r.artefacts, purposes=r.purposes, max_depth=r.max_depth)
+            scope = scope.delegate(artefacts=r.artefacts, purposes=r.purposes, max_depth=r.max_depth)
             # nil org: the subject acts for the issuer's organisation (no join)
-            self.org, alg = r.org or org_from, r.subject.alg
-            if not self.scope.purposes:
-                self.bad("purpose", f"no purpose left: {link.frm} may not grant {', '.join(r.purposes)}")
+            org, alg = r.org or self.org_from, r.subject.alg
+            if not scope.purposes:
+                by_kind.append(Reason("purpose", f"no purpose left: {link.frm} may not grant {', '.join(r.purposes)}", i))
         elif isinstance(r, Endorsement):
-            self._check_issuer(link)
+            _check_issuer(by_kind, scope, link, i)
             window = (r.not_before, r.not_after)
-            self.scope = self.scope.endorse(r.purposes)
-            self.org = r.org
-            nxt = self.chain[i + 1].rec.record if i + 1 < len(self.chain) else None
+            scope = scope.endorse(r.purposes)
+            org = r.org
+            nxt = chain[i + 1].rec.record if i + 1 < len(chain) else None
             alg = nxt.key.alg if isinstance(nxt, RootRecord) else None
-            self.transitive += 1
-            if self.transitive > rules.max_transitive_hops:
-                self.bad("transitive", f"transitive hop #{self.transitive} ({link.frm} endorses {link.to}); "
-                         f"policy allows {rules.max_transitive_hops}")
+            transitive += 1
+            if transitive > rules.max_transitive_hops:
+                by_kind.append(Reason("transitive", f"transitive hop #{transitive} ({link.frm} endorses {link.to}); "
+                                      f"policy allows {rules.max_transitive_hops}", i))
         elif isinstance(r, Rotation):
             alg = r.new.alg
         elif isinstance(r, Attestation):
-            names, alg = self._attestation(link, r)
-        if window is not None:
-            self._window_checks(window, t, link)
+            names, alg = _attestation(by_kind, g.public_key(KeyId(link.frm or "")), scope, link, r, i)
+        self.first, self.by_kind = tuple(first), tuple(by_kind)
+        self.by_policy: tuple[Reason, ...] = ()
         if alg is not None and alg not in rules.allowed_algorithms:
-            self.bad("algorithm", f"key {link.to if link.kind != 'attestation' else link.frm} uses "
-                     f"{alg}, policy allows {', '.join(sorted(rules.allowed_algorithms))}")
-        if link.frm:
-            self.above.add(link.frm)
-        if link.kind != "attestation" and not (link.kind == "root" and i > 0):
-            self.reasons.extend(key_reasons(self.q, KeyId(link.to), t=t, signed=self.signed[i],
-                                            above=self.above, hop=i))
-        self.above.add(link.to)
-        nb, na = window if window is not None else (None, None)
-        self.hops.append(Hop(
-            kind=link.kind, from_key=link.frm, to=link.to, org_from=org_from, org_to=self.org,
-            join=org_from is not None and self.org is not None and org_from != self.org,
-            position=Position.of(rec), reliance_time=t, scope=self.scope, not_before=nb, not_after=na,
-            expired_now=na is not None and na < self.q.at, hsm=hsm, alg=alg,
-            witnesses=tuple(sorted(witnesses)) if witnesses else (), names=names, record=rec,
-        ))
+            self.by_policy = (Reason("algorithm", f"key {link.to if link.kind != 'attestation' else link.frm} uses "
+                                     f"{alg}, policy allows {', '.join(sorted(rules.allowed_algorithms))}", i),)
+        self.fixed = (*self.first, *self.by_kind, *self.by_policy)  # the reasons when no time-bound one applies
+        self.key_above = above | {link.frm} if link.frm and link.frm not in above else above
+        # an attestation is always a chain's last link: nothing is judged below it
+        self.above = self.key_above if link.kind == "attestation" or link.to in self.key_above else (
+            self.key_above | {link.to})
+        to = KeyId(link.to)
+        self.check_key = link.kind != "attestation" and not (link.kind == "root" and i > 0) and bool(
+            g.revocations_of(to) or g.rotations_from(to))
+        self.scope, self.org, self.transitive = scope, org, transitive
+        self.join = self.org_from is not None and org is not None and self.org_from != org
+        self.position = Position.of(rec)
+        self.hsm, self.alg, self.window, self.names = hsm, alg, window, names
+        self.witnesses = tuple(sorted(witnesses)) if witnesses else ()
 
-    def finish(self) -> TrustPath:
-        """The evaluated path, with path-level reasons (the weakest link is named when paths
-        are ranked: :func:`ledger.trust.weakest.with_weakest`)."""
-        n, purpose, scope = len(self.chain), self.purpose, self.scope
-        if purpose is not None and purpose not in scope.purposes:
-            self.reasons.append(Reason("purpose", f"purpose {purpose!r} is not among the purposes left "
-                                       f"({', '.join(scope.purposes) or 'none'})", n - 1))
-        if n > self.rules.max_path_length:
-            self.reasons.append(Reason("path_length", f"path has {n} hops, policy allows "
-                                       f"{self.rules.max_path_length}"))
-        trust: TrustKind = "transitive" if self.transitive else "delegated"
-        hops, reasons = tuple(self.hops), tuple(self.reasons)
-        return TrustPath(hops, not reasons, trust, reasons, None)
-
-    def _attestation(self, link: Link, r: Attestation) -> tuple[tuple[str, ...], str | None]:
-        digest = link.to[7:]
-        names = tuple(sorted({s.name for s in r.subjects if s.sha256 == digest}))
-        key = self.g.public_key(KeyId(link.frm or ""))
-        scope = self.scope
-        if not any(scope.covers(nm) for nm in names):
-            level = scope.first_excluding_level(names[0]) if names else None
-            globs = list(scope.artefacts[level]) if level is not None else []
-            self.bad("out_of_scope", f"artefact {', '.join(names)} is outside the scope of "
-                     f"{link.frm}: no match in level {level} globs {globs}")
-        return names, None if key is None else key.alg
-
-    def _anchor_checks(self, r: RootRecord, key: str) -> None:
-        anchors, purpose = self.rules.anchors, self.purpose
-        if anchors is None:
-            return
-        a = anchors.get(key)
-        if a is None:
-            self.bad("not_anchor", f"root {key} (org {r.org}) is not an anchor of the policy")
-        elif a.org != r.org:
-            self.bad("not_anchor", f"the policy pins {key} for org {a.org!r} but its root record declares "
-                     f"org {r.org!r}")
-        elif purpose is not None and purpose not in a.purposes:
-            self.bad("anchor_purpose", f"the policy trusts anchor {a.org} for {', '.join(a.purposes)} only, "
-                     f"not {purpose!r}")
-
-    def _check_issuer(self, link: Link) -> None:
-        if not self.scope.can_delegate():
-            code, why = self.scope.why_not_delegate()
-            verb = "endorse" if link.kind == "transitive" else "delegate to"
-            self.bad(code, f"{link.frm} may not {verb} {link.to}: it {why}")
-
-    def _window_checks(self, window: tuple[int, int | None], t: int, link: Link) -> None:
-        nb, na = window
-        if t < nb:
-            self.bad("not_yet_valid", f"{link.kind} {link.frm} -> {link.to} is valid from {rfc3339(nb)}; relied upon at {rfc3339(t)}")
-        if na is not None and t > na:
-            self.bad("expired", f"{link.kind} {link.frm} -> {link.to} expired at {rfc3339(na)}; relied upon at {rfc3339(t)}")
+    def judge(self, q: Query, t: int, signed: LoggedRecord | None) -> Judged:
+        """The link relied upon at ``t`` by ``signed`` (None: the verification time)."""
+        link, rec, i = self.link, self.link.rec, self.i
+        late: tuple[Reason, ...] = ()
+        if rec.ts > t:
+            relier = "the verification time" if signed is None else "the record relying on it"
+            late = (Reason("not_integrated", f"{link.kind} record {rec.origin}#{rec.index} was integrated at "
+                           f"{rec.ts}, after {relier} ({t})", i),)
+        outside: list[Reason] = []
+        nb: int | None = None
+        na: int | None = None
+        if self.window is not None:
+            nb, na = self.window
+            if t < nb:
+                outside.append(Reason("not_yet_valid", f"{link.kind} {link.frm} -> {link.to} is valid from "
+                                      f"{rfc3339(nb)}; relied upon at {rfc3339(t)}", i))
+            if na is not None and t > na:
+                outside.append(Reason("expired", f"{link.kind} {link.frm} -> {link.to} expired at {rfc3339(na)}; "
+                                      f"relied upon at {rfc3339(t)}", i))
+        keyed: list[Reason] = []
+        if self.check_key:
+            keyed = key_reasons(q, KeyId(link.to), t=t, signed=signed, above=self.key_above, hop=i)
+        if late or outside or keyed:
+            reasons = (*self.first, *late, *self.by_kind, *outside, *self.by_policy, *keyed)
+        else:
+            reasons = self.fixed
+        hop = Hop.make(link.kind, link.frm, link.to, self.org_from, self.org, self.join, self.position, t, self.scope,
+                       nb, na, na is not None and na < q.at, self.hsm, self.alg, self.witnesses, self.names, rec)
+        return hop, reasons, tuple(q.events) if q.events else (), signed
 
 
-def _reliance_times(chain: Sequence[Link], at: int) -> tuple[list[int], list[LoggedRecord | None]]:
-    """Per link: when it is relied upon, and the record its key signed at that time."""
-    n = len(chain)
-    reliance = [at] * n
-    signed: list[LoggedRecord | None] = [None] * n
-    t, below = at, None
-    for i in range(n - 1, -1, -1):
-        reliance[i], signed[i] = t, below
-        link = chain[i]
-        if link.kind == "root" and i > 0:
-            # An endorsed root: the endorsement vouches for the root key itself, not for one
-            # act of it, so it is judged at the verification time and covers the endorsed
-            # org's records whenever they were logged (its own window and revocation apply).
-            t, below = at, None
-            continue
-        t, below = link.rec.ts, link.rec
-    return reliance, signed
+def _attestation(out: list[Reason], key: PublicKey | None, scope: Scope, link: Link, r: Attestation,
+                 i: int) -> tuple[tuple[str, ...], str | None]:
+    digest = link.to[7:]
+    names = tuple(sorted({s.name for s in r.subjects if s.sha256 == digest}))
+    if not any(scope.covers(nm) for nm in names):
+        level = scope.first_excluding_level(names[0]) if names else None
+        globs = list(scope.artefacts[level]) if level is not None else []
+        out.append(Reason("out_of_scope", f"artefact {', '.join(names)} is outside the scope of "
+                          f"{link.frm}: no match in level {level} globs {globs}", i))
+    return names, None if key is None else key.alg
 
 
-__all__ = ["evaluate"]
+def _anchor_checks(out: list[Reason], rules: Rules, purpose: str | None, r: RootRecord, key: str) -> None:
+    anchors = rules.anchors
+    if anchors is None:
+        return
+    a = anchors.get(key)
+    if a is None:
+        out.append(Reason("not_anchor", f"root {key} (org {r.org}) is not an anchor of the policy", 0))
+    elif a.org != r.org:
+        out.append(Reason("not_anchor", f"the policy pins {key} for org {a.org!r} but its root record declares "
+                          f"org {r.org!r}", 0))
+    elif purpose is not None and purpose not in a.purposes:
+        out.append(Reason("anchor_purpose", f"the policy trusts anchor {a.org} for {', '.join(a.purposes)} only, "
+                          f"not {purpose!r}", 0))
+
+
+def _check_issuer(out: list[Reason], scope: Scope, link: Link, i: int) -> None:
+    if not scope.can_delegate():
+        code, why = scope.why_not_delegate()
+        verb = "endorse" if link.kind == "transitive" else "delegate to"
+        out.append(Reason(code, f"{link.frm} may not {verb} {link.to}: it {why}", i))
+
+
+__all__ = ["LinkState", "Prefix", "evaluate", "evaluate_extended"]

@@ -30,6 +30,7 @@ from ledger.records import PURPOSES
 from ledger.trust.context import DEFAULT_LIMIT, Link, Query, Rules
 from ledger.trust.evaluate import evaluate
 from ledger.trust.graph import TrustGraph
+from ledger.trust.memo import QueryMemo
 from ledger.trust.policy import Policy
 from ledger.trust.search import chains_to_artefact, chains_to_key
 from ledger.trust.verdict import Explanation, SubjectKind, TrustKind, TrustPath, WeakestLink
@@ -84,21 +85,31 @@ def explain_with(
     viable_only: bool = False,
     avoid: frozenset[str] = frozenset(),
     stop_when: Callable[[TrustPath], bool] | None = None,
+    memo: QueryMemo | None = None,
 ) -> Explanation:
     """:func:`explain` under explicit :class:`Rules` (``purpose`` None: any purpose).
 
     ``viable_only`` and ``avoid`` restrict the search (see :class:`Query`), and
     ``stop_when`` ends it at the first accepted path it holds for: for callers that need
-    one good path (admission, impact), not a complete explanation.
+    one good path (admission, impact), not a complete explanation. ``memo`` shares reads
+    and evaluated chain prefixes with the other questions of one call (a trace); it must
+    be for ``graph``, ``rules`` and ``at`` and never changes the answer.
+
+    Raises:
+        ValueError: ``memo`` was made for another graph, other rules or another time.
     """
+    if memo is not None:
+        if not memo.fits(graph, rules, at):
+            raise ValueError("explain_with: the memo was made for another graph, other rules or another time")
+        memo.sync()
     kind, name = resolve_subject(graph, subject, kind)
-    q = Query(graph, rules, at, limit=limit, viable_only=viable_only, avoid=avoid)
+    q = Query(graph, rules, at, limit=limit, viable_only=viable_only, avoid=avoid, memo=memo)
     paths = rank(collect(q, kind, name, purpose=purpose, stop_when=stop_when), at=at)
     if kind == "key" and not graph.knows_key(name):
         q.note(f"no record in any log held introduces key {name}")
     elif kind == "org" and not graph.org_roots(name):
         q.note(f"no root record in any log held declares org {name!r}")
-    elif kind == "artefact" and not graph.attestations_for(name):
+    elif kind == "artefact" and not q.attestations_for(name):
         q.note(f"no attestation in any log held has subject digest sha256:{name}")
     if q.cycles:
         q.note(f"{q.cycles} cycle(s) in the delegation graph were cut")

@@ -24,6 +24,9 @@ Invariants:
   :meth:`TrustGraph.mark_equivocating`) take one lock, so several logs may feed the graph
   at once; queries take none -- indexes only ever grow by appends, which a reader sees
   whole or not at all.
+* :attr:`TrustGraph.version` grows with every change that can alter an answer (an entry
+  indexed, an origin marked equivocating, witness coverage grown), so a memo of answers
+  (:mod:`ledger.trust.memo`) can tell that what it holds is stale.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class TrustGraph:
         self._key_org: dict[str, str] = {}
         self._equivocating: dict[str, object] = {}
         self._witnessed: dict[str, dict[str, int]] = {}
+        self._version = 0
         self._counts: dict[str, int] = {
             "root": 0, "delegation": 0, "endorsement": 0, "revocation": 0, "rotation": 0,
             "attestation": 0, "skipped": 0, "duplicate": 0,
@@ -95,7 +99,10 @@ class TrustGraph:
             or the record lacks a signature its kind requires (counted as ``skipped``).
         """
         with self._lock:
-            return self._add(rec)
+            added = self._add(rec)
+            if added:
+                self._version += 1
+            return added
 
     def _add(self, rec: LoggedRecord) -> bool:
         if self._mark_seen(rec.origin, rec.index):
@@ -175,7 +182,9 @@ class TrustGraph:
         the same record in other logs still count). ``evidence`` is kept as given.
         """
         with self._lock:
-            self._equivocating.setdefault(origin, evidence)
+            if origin not in self._equivocating:
+                self._equivocating[origin] = evidence
+                self._version += 1
 
     def set_witnessed(self, origin: str, size: int, cosigners: Set[str]) -> None:
         """Entries ``0 <= index < size`` of ``origin`` are covered by a checkpoint of that
@@ -185,9 +194,17 @@ class TrustGraph:
             for w in cosigners:
                 if seen.get(w, 0) < size:
                     seen[w] = size
-            self._witnessed[origin] = seen  # replaced whole: readers never see it change
+            if seen != self._witnessed.get(origin, {}):
+                self._witnessed[origin] = seen  # replaced whole: readers never see it change
+                self._version += 1
 
     # --- queries ---------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """A counter that grows with every change that can alter an answer (see the module
+        invariants); equal versions of one graph mean the same facts."""
+        return self._version
 
     def public_key(self, key_id: KeyId | str) -> PublicKey | None:
         """The key with this id, if a root, delegation or rotation record introduced it."""

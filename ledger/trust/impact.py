@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ledger.attestation import Attestation
+from ledger.entry import LoggedRecord
 from ledger.keys import KeyId
 from ledger.records import Delegation, Endorsement, Rotation
 from ledger.trust.context import OPEN_MAX_PATH_LENGTH, Link, Query, Rules
-from ledger.trust.evaluate import evaluate
+from ledger.trust.evaluate import Prefix, evaluate_extended
 from ledger.trust.explain import collect
 from ledger.trust.graph import TrustGraph
+from ledger.trust.memo import QueryMemo
 from ledger.trust.policy import Policy
 from ledger.trust.verdict import TrustPath
 from ledger.trust.weakest import with_weakest
@@ -176,15 +178,29 @@ class _Judge:
 
     Shared: the revocation memos (one :class:`Query` family), which keys can structurally
     reach a root without passing through K (no such key: no alternative to search for),
-    and each signer's last accepted chain (its other attestations are tried on it first).
+    and each signer's last accepted chain (its other attestations are tried on it first);
+    the attestations read and the chain prefixes evaluated (a :class:`QueryMemo`). All of
+    it is forgotten if the graph changes during the call.
     """
 
     def __init__(self, graph: TrustGraph, key: KeyId, *, since: int | None, rules: Rules,
                  purpose: str | None, at: int) -> None:
         self.graph, self.target, self.since, self.purpose, self.at = graph, key, since, purpose, at
-        self.base = Query(graph, rules, at)
+        self.memo = QueryMemo(graph, rules, at)
+        self.base = Query(graph, rules, at, memo=self.memo)
         self.free: dict[str, bool] = {}
-        self.prefix: dict[str, tuple[tuple[Link, ...], TrustPath]] = {}
+        self.prefix: dict[str, Prefix] = {}
+        self.version = graph.version
+
+    def _sync(self) -> bool:
+        """Forget what was learnt if the graph changed since (True if it did)."""
+        if self.graph.version == self.version:
+            return False
+        self.version = self.graph.version
+        self.memo.sync()
+        self.base = Query(self.graph, self.base.rules, self.at, memo=self.memo)
+        self.free, self.prefix = {}, {}
+        return True
 
     def of_key(self, kid: str) -> tuple[ImpactItem | None, bool]:
         """Judge key ``kid``."""
@@ -192,18 +208,24 @@ class _Judge:
 
     def of_artefact(self, digest: str) -> tuple[ImpactItem | None, bool]:
         """Judge the artefact with sha256 ``digest`` (hex)."""
-        signers = [s for rec in self.graph.attestations_for(digest) for s in rec.signers]
-        return self._judge("artefact", digest, signers)
+        recs = self.base.attestations_for(digest)
+        return self._judge("artefact", digest, [s for rec in recs for s in rec.signers], recs)
 
-    def _judge(self, kind: Literal["key", "artefact"], name: str, signers: Sequence[str]) -> tuple[ImpactItem | None, bool]:
+    def _judge(self, kind: Literal["key", "artefact"], name: str, signers: Sequence[str],
+               recs: Sequence[LoggedRecord] = ()) -> tuple[ImpactItem | None, bool]:
+        """Judge key ``name`` (``signers``: itself) or artefact ``name`` (its attestations
+        ``recs`` and their ``signers``)."""
+        if self._sync():
+            recs = self.base.attestations_for(name) if kind == "artefact" else ()
         unsure = False
-        if name != self.target and any(s != self.target and self._reaches_root_without_key(s) for s in signers):
+        target = self.target
+        if name != target and any(s != target and self._reaches_root_without_key(s) for s in signers):
             q = self.base.fresh(limit=_ITEM_LIMIT, viable_only=True, avoid=frozenset({self.target}))
             alt = [p for p in collect(q, kind, name, purpose=self.purpose, stop_when=_any) if p.accepted]
             if alt:
                 return _item(kind, name, alt[0], loses=False, at=self.at), False
             unsure = q.truncated
-        cached = self._via_prefix(name) if kind == "artefact" and self.since is None else None
+        cached = self._via_prefix(name, recs) if kind == "artefact" and self.since is None else None
         if cached is not None:
             return _item(kind, name, cached, loses=_relies_on(cached, self.target, None), at=self.at), unsure
         q = self.base.fresh(limit=_ITEM_LIMIT, viable_only=True)
@@ -214,22 +236,22 @@ class _Judge:
             return None, q.truncated
         if kind == "artefact":
             links = tuple(Link(h.kind, h.record, h.from_key, h.to) for h in now[0].hops[:-1] if h.record)
-            self.prefix[now[0].hops[-1].from_key or ""] = (links, now[0])
+            if links and links[-1].kind != "transitive":
+                self.prefix[now[0].hops[-1].from_key or ""] = Prefix(self.base, links, self.purpose)
         free = [p for p in now if not _relies_on(p, self.target, self.since)]
         if free:
             return _item(kind, name, free[0], loses=False, at=self.at), False
         unsure = unsure or (self.since is not None and q.truncated)
         return _item(kind, name, now[0], loses=True, at=self.at), unsure
 
-    def _via_prefix(self, digest: str) -> TrustPath | None:
-        """An accepted path for an attestation of ``digest`` on a signer's cached chain."""
-        for rec in self.graph.attestations_for(digest):
+    def _via_prefix(self, digest: str, recs: Sequence[LoggedRecord]) -> TrustPath | None:
+        """An accepted path for an attestation of ``digest`` (one of ``recs``) on a signer's
+        cached chain."""
+        for rec in recs:
             for s in rec.signers:
                 cached = self.prefix.get(s)
                 if cached is not None:
-                    links, done = cached
-                    path = evaluate(self.base, (*links, Link("attestation", rec, s, "sha256:" + digest)),
-                                    purpose=self.purpose, reuse=done)
+                    path = evaluate_extended(self.base, cached, Link("attestation", rec, s, "sha256:" + digest))
                     if path.accepted:
                         return path
         return None
@@ -272,10 +294,10 @@ def _item(kind: Literal["key", "artefact"], name: str, path: TrustPath, *, loses
 
 
 def _relies_on(path: TrustPath, key: KeyId, since: int | None) -> bool:
-    return any(
-        h.to == key and h.kind != "attestation" and (since is None or h.reliance_time >= since)
-        for h in path.hops
-    )
+    for h in path.hops:
+        if h.to == key and h.kind != "attestation" and (since is None or h.reliance_time >= since):
+            return True
+    return False
 
 
 def _keys_below(graph: TrustGraph, key: KeyId, limit: int) -> tuple[list[KeyId], bool]:

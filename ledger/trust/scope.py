@@ -14,8 +14,10 @@ Invariants (scope narrows down a chain and never widens):
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from fnmatch import translate
 from typing import Any
 
 from ledger.records import PURPOSES
@@ -67,12 +69,15 @@ class Scope:
 
     def covers(self, name: str) -> bool:
         """True iff ``name`` matches some glob of every level."""
-        return all(any(fnmatchcase(name, g) for g in level) for level in self.artefacts)
+        return self.first_excluding_level(name) is None
 
     def first_excluding_level(self, name: str) -> int | None:
         """Index of the first level no glob of which matches ``name`` (None if covered)."""
         for i, level in enumerate(self.artefacts):
-            if not any(fnmatchcase(name, g) for g in level):
+            for g in level:
+                if g == "*" or _matcher(g)(name) is not None:
+                    break
+            else:
                 return i
         return None
 
@@ -85,6 +90,21 @@ class Scope:
 
 
 _ROOT = Scope((), _ALL_PURPOSES, None, True)
+
+
+_MATCHERS: dict[str, Callable[[str], re.Match[str] | None]] = {}
+_MAX_MATCHERS = 4096
+
+
+def _matcher(glob: str) -> Callable[[str], re.Match[str] | None]:
+    """``fnmatchcase(name, glob)`` is ``_matcher(glob)(name) is not None`` (the same
+    translation to a regular expression, compiled once per glob)."""
+    m = _MATCHERS.get(glob)
+    if m is None:
+        if len(_MATCHERS) >= _MAX_MATCHERS:
+            _MATCHERS.clear()
+        m = _MATCHERS[glob] = re.compile(translate(glob)).match
+    return m
 
 
 def _meet(have: tuple[str, ...], grant: tuple[str, ...]) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ def chains_to_key(q: Query, key: KeyId) -> None:
 
 def chains_to_artefact(q: Query, digest: str) -> None:
     """Collect candidate chains ending at an attestation of ``digest`` (hex)."""
-    recs = sorted(_choose(q, q.graph.attestations_for(digest), q.at), key=lambda r: (not _usable(q, r, q.at), r.ts))
+    recs = sorted(_choose(q, q.attestations_for(digest), q.at), key=lambda r: (not _usable(q, r, q.at), r.ts))
     for rec in recs:
         if q.viable_only and not _usable(q, rec, q.at):
             continue
@@ -58,51 +58,44 @@ def _up(q: Query, key: KeyId, t: int, below: list[Link], on_path: set[str]) -> N
         q.truncated = True
         q.note(f"search stopped after {q.max_steps} steps; more candidate paths may exist")
         return
-    g = q.graph
-    roots = _choose(q, g.roots_of(key), t)
+    memo = q.memo
+    # a key relied upon by an attestation: that attestation's searches only
+    frame: Frame | None = None
+    if memo is not None and below and below[-1].kind != "attestation":
+        frame = memo.frames.get((key, t))
+        if frame is None and memo.add_state():
+            frame = memo.frames[(key, t)] = Frame(q, key, t)
+    if frame is None:
+        frame = Frame(q, key, t)
+    viable_only = q.viable_only
     anchored = False
-    for rec in roots:
-        if not q.viable_only or _usable(q, rec, t):
-            _emit(q, below, Link("root", rec, None, key))
+    for link, usable in frame.roots:
+        if not viable_only or usable:
+            _emit(q, below, link)
             anchored = True
-    if anchored and q.viable_only and q.rules.anchors is None:
+    if anchored and viable_only and q.rules.anchors is None:
         return  # every root is an anchor: any path going on above this one is dominated by it
-    ups: list[tuple[bool, int, Link, KeyId]] = []
-    for rec in _choose(q, g.delegations_to(key), t):
-        d = rec.record
-        assert isinstance(d, Delegation)
-        ups.append((not _usable(q, rec, t), rec.ts, Link("delegated", rec, d.issuer, key), d.issuer))
-    for rec in _choose(q, g.rotations_to(key), t):
-        r = rec.record
-        assert isinstance(r, Rotation)
-        ups.append((not _usable(q, rec, t), rec.ts, Link("rotation", rec, r.old, key), r.old))
-    endorsed = g.endorsements_of(key)
-    if endorsed and not roots:
-        q.note(f"endorsements of {key} are ignored: no root record declares it a root")
-    elif endorsed:
-        for rec in _choose(q, endorsed, t):
-            e = rec.record
-            assert isinstance(e, Endorsement)
-            ups.append((not _usable(q, rec, t), rec.ts, Link("transitive", rec, e.endorser, key), e.endorser))
+    note, ups = frame.above(q)
+    if note is not None:
+        q.note(note)
     if not ups:
         return
     room = q.rules.max_path_length - len(below)
     if room < 2:
         q.pruned_long += 1
         return
-    ups.sort(key=lambda u: (u[0], u[1]))
-    for unusable, _, link, parent in ups:
-        if unusable and q.viable_only:
+    for unusable, link, parent, root in ups:
+        if unusable and viable_only:
             break
         if parent in on_path:
             q.cycles += 1
             continue
         pushed = 1
-        if link.kind == "transitive":
+        if root is not None:
             if room < 3:
                 q.pruned_long += 1
                 continue
-            below.append(_root_for(roots, link))
+            below.append(root)
             pushed = 2
         below.append(link)
         on_path.add(parent)
@@ -111,6 +104,57 @@ def _up(q: Query, key: KeyId, t: int, below: list[Link], on_path: set[str]) -> N
         del below[-pushed:]
         if q.stopped:
             return
+
+
+Up = tuple[bool, Link, KeyId, Link | None]
+"""A link up from a key: whether it looks unusable, the link, its parent key, and for an
+endorsement the endorsed root's link."""
+
+
+class Frame:
+    """What :func:`_up` needs of ``key`` relied upon at ``t``; it depends on the graph, the
+    rules and ``t`` only, so a memo may keep it for the query's call. ``roots``: the root
+    links, each with whether it looks usable then; :meth:`above`: a note and the links up
+    from the key, usable-looking first then earliest (made when first needed)."""
+
+    __slots__ = ("_above", "_chosen", "key", "roots", "t")
+
+    def __init__(self, q: Query, key: KeyId, t: int) -> None:
+        self.key, self.t = key, t
+        self._chosen = _choose(q, q.graph.roots_of(key), t)
+        self.roots = tuple((Link("root", rec, None, key), _usable(q, rec, t)) for rec in self._chosen)
+        self._above: tuple[str | None, tuple[Up, ...]] | None = None
+
+    def above(self, q: Query) -> tuple[str | None, tuple[Up, ...]]:
+        """The note and the links up (see the class docstring)."""
+        if self._above is None:
+            self._above = _above(q, self.key, self.t, self._chosen)
+        return self._above
+
+
+def _above(q: Query, key: KeyId, t: int, roots: Sequence[LoggedRecord]) -> tuple[str | None, tuple[Up, ...]]:
+    g = q.graph
+    note: str | None = None
+    ups: list[tuple[bool, int, Link, KeyId, Link | None]] = []
+    for rec in _choose(q, g.delegations_to(key), t):
+        d = rec.record
+        assert isinstance(d, Delegation)
+        ups.append((not _usable(q, rec, t), rec.ts, Link("delegated", rec, d.issuer, key), d.issuer, None))
+    for rec in _choose(q, g.rotations_to(key), t):
+        r = rec.record
+        assert isinstance(r, Rotation)
+        ups.append((not _usable(q, rec, t), rec.ts, Link("rotation", rec, r.old, key), r.old, None))
+    endorsed = g.endorsements_of(key)
+    if endorsed and not roots:
+        note = f"endorsements of {key} are ignored: no root record declares it a root"
+    elif endorsed:
+        for rec in _choose(q, endorsed, t):
+            e = rec.record
+            assert isinstance(e, Endorsement)
+            link = Link("transitive", rec, e.endorser, key)
+            ups.append((not _usable(q, rec, t), rec.ts, link, e.endorser, _root_for(roots, link)))
+    ups.sort(key=lambda u: (u[0], u[1]))
+    return note, tuple((u[0], u[2], u[3], u[4]) for u in ups)
 
 
 def _emit(q: Query, below: list[Link], top: Link) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ledger.entry import LoggedRecord
 from ledger.keys import KeyId
@@ -29,6 +29,17 @@ def rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_T = TypeVar("_T")
+
+
+def _fast(cls: type[_T], values: dict[str, Any]) -> _T:
+    """An instance of the frozen (non-slots) dataclass ``cls`` with ``values`` for every
+    field: what its ``__init__`` makes (it has no ``__post_init__``), several times faster."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a record sits: log origin, index, integration time, leaf hash, record id."""
@@ -42,7 +53,8 @@ class Position:
     @classmethod
     def of(cls, rec: LoggedRecord) -> Position:
         """The position of a logged record."""
-        return cls(rec.origin, rec.index, rec.ts, rec.leaf_hash, rec.record_id)
+        return _fast(cls, {"origin": rec.origin, "index": rec.index, "ts": rec.ts, "leaf_hash": rec.leaf_hash,
+                           "record_id": rec.record_id})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -97,6 +109,22 @@ class Hop:
     witnesses: tuple[str, ...]
     names: tuple[str, ...] = ()
     record: LoggedRecord | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def make(
+        cls, kind: HopKind, from_key: KeyId | None, to: str, org_from: str | None, org_to: str | None, join: bool,
+        position: Position, reliance_time: int, scope: Scope, not_before: int | None, not_after: int | None,
+        expired_now: bool, hsm: bool | None, alg: str | None, witnesses: tuple[str, ...], names: tuple[str, ...],
+        record: LoggedRecord | None,
+    ) -> Hop:
+        """``Hop(...)`` with every field given, built without a frozen ``__setattr__`` per
+        field (the evaluation makes one per link it judges)."""
+        return _fast(cls, {
+            "kind": kind, "from_key": from_key, "to": to, "org_from": org_from, "org_to": org_to, "join": join,
+            "position": position, "reliance_time": reliance_time, "scope": scope, "not_before": not_before,
+            "not_after": not_after, "expired_now": expired_now, "hsm": hsm, "alg": alg, "witnesses": witnesses,
+            "names": names, "record": record,
+        })
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -165,6 +193,14 @@ class TrustPath:
     trust: TrustKind
     reasons: tuple[Reason, ...]
     weakest: WeakestLink | None
+
+    @classmethod
+    def make(cls, hops: tuple[Hop, ...], accepted: bool, trust: TrustKind, reasons: tuple[Reason, ...],
+             weakest: WeakestLink | None) -> TrustPath:
+        """``TrustPath(...)`` built without a frozen ``__setattr__`` per field (one per
+        candidate evaluated)."""
+        return _fast(cls, {"hops": hops, "accepted": accepted, "trust": trust, "reasons": reasons,
+                           "weakest": weakest})
 
     @property
     def root(self) -> KeyId:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.attestation import Artefact, Attestation, make_statement
+from ledger.entry import LoggedRecord
 from ledger.errors import InputError
 from ledger.lineage import trace
+from ledger.trust import TrustGraph
+from ledger.trust.attestations import MemoryAttestationIndex
 from tests.ledger.orgs import Clock, Org, mirror, sha
 from tests.ledger.trust.world import World, policy
 
@@ -149,6 +153,56 @@ def test_an_unattested_subject_is_one_missing_node(acme: Org, clock: Clock) -> N
     lin = trace(acme.holdings.graph, "sha256:" + sha(b"?"), policy=acme.policy(), at=clock.later())
     assert [n.status for n in lin.nodes] == ["missing"] and lin.issues[0].kind == "missing"
     assert "the artefact itself" in lin.issues[0].message
+
+
+# --- the per-trace memo never serves a stale verdict ---------------------------------------------
+
+
+class _Hooked(MemoryAttestationIndex):
+    """Runs ``hook`` the first time ``digest`` is read: the graph changes in mid-trace, as
+    it may when another log's records arrive while a trace runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks: dict[str, Callable[[], object]] = {}
+
+    def for_digest(self, sha256_hex: str) -> Sequence[LoggedRecord]:
+        out = super().for_digest(sha256_hex)
+        hook = self.hooks.pop(sha256_hex, None)
+        if hook is not None:
+            hook()
+        return out
+
+
+def _chain_world(index: _Hooked) -> World:
+    """root 0 -> key 1 -> key 2, which attested a chain app -> lib -> zlib -> base."""
+    w = World(graph=TrustGraph(index))
+    w.root(0, "acme", ts=1)
+    w.delegate(0, 1, ts=2, purposes=("build", "delegate", "release"), max_depth=1)
+    w.delegate(1, 2, ts=3, purposes=("build", "release"))
+    names = ["app@1", "lib@1", "zlib@1", "base@1"]
+    for i, name in enumerate(names):
+        mats = (art(names[i + 1]),) if i + 1 < len(names) else ()
+        w.log(Attestation.from_payload(make_statement(subject=art(name), materials=mats)), [2], ts=10 + i)
+    return w
+
+
+def test_a_revocation_after_a_trace_changes_the_next_trace() -> None:
+    w = _chain_world(_Hooked())
+    top, pol = sha(b"app@1"), policy(("acme", 0))
+    assert {n.status for n in trace(w.graph, top, policy=pol, at=100).nodes} == {"trusted"}
+    w.revoke(1, 2, ts=50)
+    assert {n.status for n in trace(w.graph, top, policy=pol, at=100).nodes} == {"untrusted"}
+
+
+def test_a_revocation_during_a_trace_counts_for_the_nodes_judged_after_it() -> None:
+    index = _Hooked()
+    w = _chain_world(index)
+    top, pol = sha(b"app@1"), policy(("acme", 0))
+    index.hooks[sha(b"zlib@1")] = lambda: w.revoke(1, 2, ts=50)  # read before zlib is judged
+    lin = trace(w.graph, top, policy=pol, at=100)
+    assert [n.status for n in lin.nodes] == ["trusted", "trusted", "untrusted", "untrusted"]
+    assert "revoked" in lin.node(sha(b"zlib@1")).verdict.reasons[0]
 
 
 # --- against a naive reference, on random graphs ----------------------------------------------

@@ -22,8 +22,9 @@ from ledger.errors import NotAdmittedError
 from ledger.keys import KeyId
 from ledger.trust import Explanation, Policy, RootsPolicy, admit, explain, impact
 from ledger.trust.context import Link, Query, Rules
-from ledger.trust.evaluate import evaluate
+from ledger.trust.evaluate import Prefix, evaluate, evaluate_extended
 from ledger.trust.explain import explain_with
+from ledger.trust.memo import QueryMemo
 from ledger.trust.search import chains_to_artefact, chains_to_key
 from tests.ledger.trust.reference import Reference, signature
 from tests.ledger.trust.world import World, digest, kid, policy
@@ -154,6 +155,30 @@ def test_evaluation_resumed_from_a_shared_prefix_equals_a_full_one(case: Case) -
         for chain, full in zip(chains, paths, strict=True):
             for other in paths:
                 assert evaluate(q, chain, purpose="release", reuse=other) == full
+
+
+@SETTINGS
+@given(cases, st.sampled_from([None, 20]))
+def test_one_memo_shared_by_many_questions_changes_no_answer(case: Case, limit: int | None) -> None:
+    """Explanations (notes and ignored revocations included) and paths evaluated with one
+    memo shared by every question of a call, and through a judged prefix, equal the ones
+    computed alone."""
+    g = case.world.graph
+    for rules in (Rules.from_policy(case.policy), Rules.open(max_transitive_hops=36)):
+        memo = QueryMemo(g, rules, AT)
+        for purpose in ("release", "build", None):
+            for kind, subject in _subjects() + _subjects()[::-1]:  # twice, the second time from the memo
+                kw: dict[str, Any] = {"rules": rules, "purpose": purpose, "at": AT, "kind": kind}
+                if limit is not None:
+                    kw["limit"] = limit
+                assert explain_with(g, subject, memo=memo, **kw).to_dict() == explain_with(g, subject, **kw).to_dict()
+        q, alone = Query(g, rules, AT, memo=memo), Query(g, rules, AT)
+        for _, subject in _subjects():
+            for chain in _chains(alone, subject):
+                assert evaluate(q, chain, purpose="release") == evaluate(alone, chain, purpose="release")
+                if len(chain) > 1 and chain[-2].kind != "transitive":
+                    prefix = Prefix(q, chain[:-1], "release")
+                    assert evaluate_extended(q, prefix, chain[-1]) == evaluate(alone, chain, purpose="release")
 
 
 def _chains(q: Query, subject: str) -> list[tuple[Link, ...]]:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from fnmatch import fnmatchcase
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.errors import RecordError
 from ledger.records import Delegation
@@ -143,3 +148,20 @@ def test_scope_helpers() -> None:
     assert endorsed.root and endorsed.depth == 2 and endorsed.purposes == ("release",)
     assert s.endorse(("build",)).depth is None  # unbounded below an unbounded root
     assert is_wildcard("*") and is_wildcard("**") and not is_wildcard("a*") and not is_wildcard("")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    globs=st.lists(st.lists(st.text("ab*?[]!-@.\n", max_size=6), min_size=1, max_size=3), max_size=3),
+    name=st.text("ab-@.*?[]\n", max_size=8),
+)
+def test_covers_is_fnmatchcase_at_every_level(globs: list[list[str]], name: str) -> None:
+    """The compiled-glob cache answers exactly what ``fnmatch.fnmatchcase`` does."""
+    try:
+        want = all(any(fnmatchcase(name, g) for g in level) for level in globs)
+    except re.error:  # a glob fnmatch itself cannot compile
+        return
+    scope = Scope(tuple(tuple(level) for level in globs), (), None, False)
+    assert scope.covers(name) == want
+    first = next((i for i, level in enumerate(globs) if not any(fnmatchcase(name, g) for g in level)), None)
+    assert scope.first_excluding_level(name) == first
