@@ -206,6 +206,19 @@ def _range_coords(lo: int, hi: int) -> list[Coord]:
     return coords
 
 
+def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose hashes form the inclusion proof of ``index`` in the tree of
+    ``size`` (RFC 9162 2.1.3.1 PATH), leaf side first. Requires ``0 <= index < size``."""
+    _check_index(index, size)
+    return _inclusion_ranges(index, size)
+
+
+def range_coords(lo: int, hi: int) -> list[Coord]:
+    """The stored hashes (perfect subtrees, largest first) whose fold is the hash of leaves
+    ``[lo, hi)``, for a range :func:`inclusion_ranges` or a consistency proof produces."""
+    return _range_coords(lo, hi)
+
+
 def _range_hashes(ranges: Sequence[tuple[int, int]], read: HashReader, memo: RangeMemo | None) -> list[bytes]:
     """The hash of each leaf range: plan, one read, fold -- in one pass over the ranges."""
     out: list[bytes] = []
@@ -297,8 +310,10 @@ __all__ = [
     "assemble_tree_hash",
     "consistency_plan",
     "inclusion_plan",
+    "inclusion_ranges",
     "prove_consistency",
     "prove_inclusion",
+    "range_coords",
     "stored_hashes_for_leaf",
     "stored_hashes_for_leaves",
     "tree_hash",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from ledger.merkle import inclusion_ranges, range_coords
 from ledger.reader import LogReader
 
 _NODE = b"\x01"
@@ -37,8 +38,8 @@ class Prover:
         log = self._log
         if size > log.size or not all(0 <= i < size for i in indexes):
             return [log.inclusion_proof(i, size) for i in indexes]
-        paths = [_path_ranges(i, size) for i in indexes]
-        coords = {r: _range_coords(*r) for path in paths for r in path}
+        paths = [inclusion_ranges(i, size) for i in indexes]
+        coords = {r: range_coords(*r) for path in paths for r in path}
         stored = self._read({c for cs in coords.values() for c in cs})
         sha256, node = hashlib.sha256, _NODE
         value: dict[tuple[int, int], bytes] = {}
@@ -59,32 +60,6 @@ class Prover:
                 if c[0] >= _CACHED_LEVEL and len(cache) < _MAX_CACHED:
                     cache[c] = h
         return out
-
-
-def _path_ranges(index: int, size: int) -> list[tuple[int, int]]:
-    """Leaf ranges whose hashes form PATH(index, D[0:size]) (RFC 9162 2.1.3.1), leaf side first."""
-    ranges = []
-    lo, hi = 0, size
-    while hi - lo > 1:
-        k = 1 << ((hi - lo - 1).bit_length() - 1)
-        if index < lo + k:
-            ranges.append((lo + k, hi))
-            hi = lo + k
-        else:
-            ranges.append((lo, lo + k))
-            lo += k
-    ranges.reverse()
-    return ranges
-
-
-def _range_coords(lo: int, hi: int) -> list[tuple[int, int]]:
-    """The stored hashes (perfect subtrees, largest first) covering leaves [lo, hi)."""
-    coords = []
-    while lo < hi:
-        level = (hi - lo).bit_length() - 1
-        coords.append((level, lo >> level))
-        lo += 1 << level
-    return coords
 
 
 __all__ = ["Prover"]
