@@ -279,6 +279,7 @@ def run(ctx: Context) -> None:
     threads = 1 if ctx.quick else 3
     feed = Feed(1100 + reps * n * (2 + threads) + ctx.reps(2000, 5000))
     ctx.raw(raw.ED25519_VERIFY_2T)
+    ctx.raw(raw.ED25519_SODIUM_2T)
     world = open_world(ctx.scratch("append-db"), verify_processes=os.cpu_count() or 2)
     try:
         run_throughput(ctx, world, feed)

@@ -194,8 +194,7 @@ class Log(LogReader):
         (see :mod:`ledger._requests`).
         """
         procs = self._procs if self.verifies_in_processes(len(envelopes)) else None
-        size = _PROCESS_CHUNK if procs is not None else _PREPARE_CHUNK
-        chunks = [envelopes[i : i + size] for i in range(0, len(envelopes), size)]
+        chunks = _chunks(envelopes, _PROCESS_CHUNK if procs is not None else _PREPARE_CHUNK)
         ahead = 2 * (procs.workers if procs is not None else os.cpu_count() or 2)
         verifying = deque(self._start_verifying(c, procs) for c in chunks[:ahead])
         out: list[AppendResult | TurtlesError | Request] = []
@@ -476,6 +475,18 @@ class Log(LogReader):
         if self._head.size == 0:
             return 0
         return Entry.from_bytes(self._store.entry(self._head.size - 1)).ts
+
+
+def _chunks(envelopes: Sequence[Envelope], size: int) -> list[Sequence[Envelope]]:
+    """``envelopes`` cut into chunks of ``size``, the first ones smaller (16, 32, ...) so
+    that the sequencer gets work while the first full chunks are still being verified."""
+    out: list[Sequence[Envelope]] = []
+    start, step = 0, min(16, size)
+    while start < len(envelopes):
+        out.append(envelopes[start : start + step])
+        start += step
+        step = min(step * 2, size)
+    return out
 
 
 def _wait_quietly(fut: Future[AppendResult]) -> None:
