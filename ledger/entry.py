@@ -25,8 +25,8 @@ import msgpack
 from ledger.attestation import PAYLOAD_TYPE as INTOTO_PAYLOAD_TYPE
 from ledger.attestation import Attestation
 from ledger.encoding import MAX_RECORD_BYTES, decode
-from ledger.envelope import Envelope, pae, sign_envelope
-from ledger.errors import EncodingError, RecordError
+from ledger.envelope import Envelope, Signature, pae, sign_envelope
+from ledger.errors import EncodingError, RecordError, TurtlesError
 from ledger.keys import KeyId, Signer
 from ledger.merkle import leaf_hash
 from ledger.records import KeyRecord, is_key_record_type, parse_key_record
@@ -95,6 +95,9 @@ class Entry:
         Raises:
             EncodingError, TooLargeError, EnvelopeError: the bytes are not a valid entry.
         """
+        fast = _fast_entry(raw)
+        if fast is not None:
+            return fast
         obj: Any = decode(raw, max_size=MAX_ENTRY_BYTES)
         if not isinstance(obj, dict) or set(obj) != {"v", "seq", "prev", "ts", "env"}:
             raise EncodingError("entry: want exactly the fields v, seq, prev, ts, env")
@@ -110,6 +113,54 @@ class Entry:
     def record_id(self) -> bytes:
         """Identity of the record this entry carries (see :func:`record_id`)."""
         return record_id(self.envelope.payload_type, self.envelope.payload)
+
+
+_ENTRY_KEYS = ["env", "prev", "seq", "ts", "v"]
+_ENVELOPE_KEYS = ["payload", "payloadType", "signatures"]
+_SIGNATURE_KEYS = ["keyid", "sig"]
+
+
+def _fast_entry(raw: bytes) -> Entry | None:
+    """:meth:`Entry.from_bytes` of a valid entry through the C msgpack codec; None for
+    anything else, which the strict reader then parses (and refuses, naming what is wrong).
+
+    Accepted only when the value has exactly the entry's shape and types, its keys in
+    canonical order, and re-encodes to the very bytes given: so shortest forms, no
+    duplicate keys, no float, no extension type. The limits keep the C decoder from
+    reserving more than the input could hold.
+    """
+    raw = bytes(raw)
+    n = len(raw)
+    if n > MAX_ENTRY_BYTES:
+        return None
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n,
+                              max_array_len=n, max_map_len=n, max_ext_len=0)
+    except Exception:  # any decoding failure: the strict reader says what it is
+        return None
+    if type(obj) is not dict or list(obj) != _ENTRY_KEYS:
+        return None
+    env, prev, seq, ts = obj["env"], obj["prev"], obj["seq"], obj["ts"]
+    if type(obj["v"]) is not int or obj["v"] != ENTRY_VERSION or type(seq) is not int or type(ts) is not int:
+        return None
+    if type(env) is not dict or list(env) != _ENVELOPE_KEYS or type(env["signatures"]) is not list:
+        return None
+    for sig in env["signatures"]:
+        if type(sig) is not dict or list(sig) != _SIGNATURE_KEYS or type(sig["keyid"]) is not str:
+            return None
+        if type(sig["sig"]) is not bytes:
+            return None
+    if type(env["payload"]) is not bytes or type(env["payloadType"]) is not str or type(prev) is not bytes:
+        return None
+    if msgpack.packb(obj, use_bin_type=True) != raw:
+        return None
+    try:
+        _check_fields(seq, prev, ts)
+        envelope = Envelope(env["payloadType"], env["payload"],
+                            tuple(Signature(sig["keyid"], sig["sig"]) for sig in env["signatures"]))
+    except TurtlesError:
+        return None
+    return Entry(seq, prev, ts, envelope, raw, leaf_hash(raw))
 
 
 def _check_fields(seq: object, prev: object, ts: object) -> None:

@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -33,6 +34,7 @@ from ledger.entry import (
     record_id,
     sign_record,
 )
+from ledger.entry import _fast_entry as entry_fast_path
 from ledger.envelope import Envelope, Signature, pae, sign_envelope
 from ledger.errors import (
     EncodingError,
@@ -42,6 +44,7 @@ from ledger.errors import (
     RecordError,
     SignatureError,
     TooLargeError,
+    TurtlesError,
 )
 from ledger.keys import SoftwareSigner
 from ledger.records import (
@@ -137,6 +140,65 @@ def test_a_lone_surrogate_in_a_key_id_cannot_be_encoded() -> None:
     env = Envelope(INTOTO, b"{}", (Signature("k\ud800", b"s"),))
     with pytest.raises(EncodingError, match="not valid Unicode"):
         Entry.build(seq=0, prev=ZERO_HASH, ts=T0, envelope=env)
+
+
+def _strict(raw: bytes) -> object:
+    """Entry.from_bytes without its C fast path (the strict reader alone)."""
+    import ledger.entry as entry_module
+
+    fast = entry_module._fast_entry
+    entry_module._fast_entry = lambda raw: None  # type: ignore[assignment]
+    try:
+        return _parsed(raw)
+    finally:
+        entry_module._fast_entry = fast
+
+
+def _parsed(raw: bytes) -> object:
+    try:
+        e = Entry.from_bytes(raw)
+    except TurtlesError as err:
+        return type(err).__name__, err.message
+    return e.seq, e.prev, e.ts, e.envelope, e.raw, e.leaf_hash
+
+
+@settings(max_examples=150)
+@given(st.integers(0, (1 << 63) - 1), st.binary(min_size=32, max_size=32), st.integers(0, (1 << 63) - 1),
+       envelopes, st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.sampled_from("sdi")),
+                           max_size=3))
+def test_the_fast_reader_agrees_with_the_strict_one(
+    seq: int, prev: bytes, ts: int, env: Envelope, edits: list[tuple[int, int, str]]
+) -> None:
+    raw = bytearray(Entry.build(seq=seq, prev=prev, ts=ts, envelope=env).raw)
+    assert _parsed(bytes(raw)) == _strict(bytes(raw))
+    for pos, byte, op in edits:  # damaged, truncated or padded entries: same answer, same error
+        i = pos % (len(raw) + 1)
+        if op == "s" and i < len(raw):
+            raw[i] = byte
+        elif op == "d" and i < len(raw):
+            del raw[i]
+        else:
+            raw.insert(i, byte)
+        assert _parsed(bytes(raw)) == _strict(bytes(raw))
+
+
+def test_the_fast_reader_refuses_what_the_strict_one_refuses() -> None:
+    good = _entry()
+    assert entry_fast_path(good.raw) is not None  # a valid entry takes the fast path
+    value = decode(good.raw)
+    cases = [
+        {**value, "seq": True},  # a bool where an int goes
+        {**value, "v": 2},
+        {k: value[k] for k in reversed(list(value))},  # keys out of order (msgpack keeps the order)
+        {**value, "extra": 1},
+    ]
+    for case in cases:
+        raw = msgpack.packb(case, use_bin_type=True)
+        assert _parsed(raw) == _strict(raw) and isinstance(_parsed(raw), tuple) and len(_parsed(raw)) == 2
+    wide = good.raw.replace(b"\xa3seq\x07", b"\xa3seq\xcc\x07")  # a wider int than needed
+    assert _parsed(wide) == _strict(wide) and _parsed(wide)[0] == "EncodingError"  # type: ignore[index]
+    twice = b"\x86" + good.raw[1:] + b"\xa1v\x01"  # a key twice
+    assert _parsed(twice) == _strict(twice) and _parsed(twice)[0] == "EncodingError"  # type: ignore[index]
 
 
 def test_hash_chain() -> None:
