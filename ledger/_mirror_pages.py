@@ -27,12 +27,15 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ledger.entry import Entry
 from ledger.envelope import Envelope
 from ledger.errors import TurtlesError
 from ledger.keys import KeyId
+from ledger.procverify import VerifierProcesses, prepared
 from ledger.records import RootRecord, Rotation
 from ledger.verification import Gatekeeper, Prepared, verify_envelope
 
@@ -138,10 +141,16 @@ def verify_now(gate: Gatekeeper, tally: Tally, envelopes: Sequence[Envelope]) ->
     return [r for fut in futures for r in fut.result()]
 
 
+class _Chunk(Protocol):
+    def result(self) -> list[Checked]: ...
+
+    def cancel(self) -> bool: ...
+
+
 class PendingPage:
     """A page of raw entries whose parsing and checks are under way (or done) in the pool."""
 
-    def __init__(self, raws: Sequence[bytes], chunks: list[Future[list[Checked]]], offset: int = 0) -> None:
+    def __init__(self, raws: Sequence[bytes], chunks: Sequence[_Chunk], offset: int = 0) -> None:
         self._raws = raws
         self._chunks = chunks
         self._offset = offset
@@ -167,12 +176,66 @@ class PendingPage:
             fut.cancel()
 
 
-def start_page(gate: Gatekeeper, epoch: Callable[[], int], tally: Tally, raws: Sequence[bytes]) -> PendingPage:
-    """Start parsing and verifying ``raws`` in the pool; returns at once."""
-    pool = verify_pool()
+MAX_SHIPPED_KEYS = 512
+"""A gate that knows more keys than this is not shipped to worker processes (its pages are
+checked in the thread pool): the table goes with every chunk."""
+
+
+class _WorkerChunk:
+    """A chunk checked in a worker process (:func:`ledger.procverify.check_entries`), read
+    back as :class:`Checked` results like the thread pool's, with the same meaning."""
+
+    def __init__(self, procs: VerifierProcesses, keys: dict[str, bytes], gate: Gatekeeper,
+                 epoch: Callable[[], int], seen: int, tally: Tally, raws: Sequence[bytes]) -> None:
+        self._procs, self._gate, self._epoch, self._seen, self._tally = procs, gate, epoch, seen, tally
+        self._raws = raws
+        self._future: Future[Any] = procs.submit_entries(keys, raws)
+        self._results: list[Checked] | None = None
+
+    def cancel(self) -> bool:
+        return self._future.cancel()
+
+    def result(self) -> list[Checked]:
+        if self._results is None:
+            self._results = self._collect()
+        return self._results
+
+    def _collect(self) -> list[Checked]:
+        try:
+            got = self._future.result()
+        except (BrokenProcessPool, RuntimeError, OSError):
+            self._procs.reset()  # a worker died: this chunk is checked here instead
+            return check_chunk(self._gate, self._epoch, self._tally, self._raws)
+        out: list[Checked] = []
+        verified = 0
+        for raw, item in zip(self._raws, got, strict=True):
+            if item is None:  # unparseable or a key record: exactly as the thread pool does it
+                out += check_chunk(self._gate, self._epoch, self._tally, [raw])
+                continue
+            entry = Entry.from_bytes(raw)  # the worker parsed it: it parses
+            ids, parts = item
+            verified += bool(ids)
+            out.append(Checked(entry, None, prepared(entry.envelope, parts), self._seen, ids))
+        self._tally.add(verified)
+        return out
+
+
+def start_page(
+    gate: Gatekeeper, epoch: Callable[[], int], tally: Tally, raws: Sequence[bytes],
+    procs: VerifierProcesses | None = None,
+) -> PendingPage:
+    """Start parsing and verifying ``raws`` (in worker processes when ``procs`` is given and
+    the gate's keys can be shipped, else in the thread pool); returns at once."""
     raws = list(raws)
-    chunks = [pool.submit(check_chunk, gate, epoch, tally, raws[i : i + CHUNK]) for i in range(0, len(raws), CHUNK)]
-    return PendingPage(raws, chunks)
+    parts = [raws[i : i + CHUNK] for i in range(0, len(raws), CHUNK)]
+    table = getattr(gate, "key_table", None)
+    if procs is not None and table is not None:
+        seen = epoch()  # read before the keys: a check that saw new keys carries an older epoch
+        keys = {kid: key.der for kid, key in table().items()}
+        if len(keys) <= MAX_SHIPPED_KEYS:
+            return PendingPage(raws, [_WorkerChunk(procs, keys, gate, epoch, seen, tally, p) for p in parts])
+    pool = verify_pool()
+    return PendingPage(raws, [pool.submit(check_chunk, gate, epoch, tally, p) for p in parts])
 
 
 __all__ = ["CHUNK", "Checked", "PendingPage", "Tally", "check_chunk", "known_keys", "pool_size", "start_page", "verify_now", "verify_pool"]

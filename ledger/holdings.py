@@ -29,6 +29,7 @@ from ledger.errors import NotFoundError
 from ledger.keys import KeyId, PublicKey, Signer
 from ledger.log import Log
 from ledger.mirror import Mirror
+from ledger.procverify import VerifierProcesses
 from ledger.reader import LogReader
 from ledger.store import Database
 from ledger.trust import RootsPolicy, TrustGraph, admit
@@ -92,6 +93,10 @@ class LogGate:
         """A key introduced by this log's records."""
         return self.graph.public_key(key_id)
 
+    def key_table(self) -> dict[KeyId, PublicKey]:
+        """Every key this log's records introduced (for verifying worker processes)."""
+        return self.graph.key_table()
+
     def admit(self, *, record: Record, signers: tuple[KeyId, ...], origin: str, at: int) -> None:
         """Raise unless this log's own records admit ``signers`` to append ``record``."""
         admit(self.graph, record=record, signers=signers, origin=origin, at=at, roots_policy=self.roots,
@@ -121,6 +126,7 @@ class Holdings:
         # The global graph is written by sequencer/replication threads and read by queries;
         # every write and every query holds this lock (queries take milliseconds).
         self._graph_lock = threading.RLock()
+        self.procs: VerifierProcesses | None = None  # shared by the own log and the mirrors
 
     def _add_to_graph(self, rec: LoggedRecord) -> None:
         with self._graph_lock:
@@ -162,7 +168,7 @@ class Holdings:
             create: create the own log if it does not exist.
             clock: time source in Unix ms (tests).
             verify_processes: worker processes verifying large ``append_many`` calls on
-                the own log (0: threads only; see :mod:`ledger.procverify`).
+                the own log and mirrored pages (0: threads only; see :mod:`ledger.procverify`).
 
         Raises:
             StoreLockedError: another process holds the store.
@@ -172,6 +178,7 @@ class Holdings:
         db = Database(path)
         try:
             self = cls(db)
+            self.procs = VerifierProcesses(verify_processes) if verify_processes > 0 else None
             for name in db.origins():
                 meta = db.log(name).meta() or {}
                 if name != origin and meta.get("kind") == "mirror":
@@ -179,8 +186,7 @@ class Holdings:
             if origin is not None:
                 if signer is None:
                     raise NotFoundError("opening the own log needs its signing key")
-                self.own = self._open_own(origin, signer, roots or RootsPolicy.any_self_signed(), create, clock,
-                                          verify_processes)
+                self.own = self._open_own(origin, signer, roots or RootsPolicy.any_self_signed(), create, clock)
         except BaseException:
             db.close()
             raise
@@ -188,12 +194,11 @@ class Holdings:
 
     def _open_own(
         self, origin: str, signer: Signer, roots: RootsPolicy, create: bool, clock: Callable[[], int] | None,
-        verify_processes: int,
     ) -> Log:
         gate = LogGate(roots, self._add_to_graph)
         store = self.db.log(origin)
         _replay(LogReader(store), gate)
-        kw: dict[str, Any] = {"verify_processes": verify_processes}
+        kw: dict[str, Any] = {"procs": self.procs}
         if clock:
             kw["clock"] = clock
         if store.meta() is None:
@@ -206,7 +211,7 @@ class Holdings:
         gate = LogGate(RootsPolicy.any_self_signed(), self._add_to_graph)
         store = self.db.log(origin)
         _replay(LogReader(store), gate)
-        mirror = Mirror(store, vkey=vkey, gate=gate)
+        mirror = Mirror(store, vkey=vkey, gate=gate, procs=self.procs)
         self._mirrors[origin] = mirror
         return mirror
 
@@ -241,6 +246,8 @@ class Holdings:
         """Stop the sequencer and release the store."""
         if self.own is not None:
             self.own.close()
+        if self.procs is not None:
+            self.procs.close()
         self.db.close()
 
     def __enter__(self) -> Holdings:

@@ -86,7 +86,7 @@ class Log(LogReader):
         clock: Callable[[], int] = _now_ms,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_queue: int = DEFAULT_MAX_QUEUE,
-        verify_processes: int = 0,
+        procs: VerifierProcesses | None = None,
     ) -> None:
         meta = store.meta()
         if meta is None:
@@ -116,7 +116,7 @@ class Log(LogReader):
         self._record_ids = RecordIdFilter.of(store.record_ids(), self._head.size)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._procs = VerifierProcesses(verify_processes) if verify_processes > 0 else None
+        self._procs = procs  # worker processes for large append_many calls (their owner closes them)
         self._checkpoint = self._checkpoints.ensure(self._head)
         self._thread = threading.Thread(target=self._run, name=f"sequencer:{self.origin}", daemon=True)
         self._closed = False
@@ -188,7 +188,7 @@ class Log(LogReader):
         """Append many envelopes in order; each result is an AppendResult or the error it met.
 
         Envelopes are verified ahead of the sequencer, a chunk at a time: in worker
-        processes when the log has them (``verify_processes``) and the call is large
+        processes when the log has them (``procs``) and the call is large
         enough, else in a pool of one thread per CPU. At most about ``max_batch`` appends
         wait in the queue at a time, and only the last request of a chunk carries a Future
         (see :mod:`ledger._requests`).
@@ -287,8 +287,6 @@ class Log(LogReader):
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
-        if self._procs is not None:
-            self._procs.close()
 
     # --- the sequencer ----------------------------------------------------------------------
 

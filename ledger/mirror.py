@@ -56,6 +56,7 @@ from ledger.errors import (
     ProofError,
     TurtlesError,
 )
+from ledger.procverify import VerifierProcesses
 from ledger.reader import LogReader
 from ledger.records import is_key_record_type
 from ledger.store import Batch, Head, LogStore
@@ -68,7 +69,7 @@ KIND = "mirror"
 class Mirror(LogReader):
     """The mirror of one peer log. Make one with :meth:`create`, then open it."""
 
-    def __init__(self, store: LogStore, *, vkey: str, gate: Gatekeeper) -> None:
+    def __init__(self, store: LogStore, *, vkey: str, gate: Gatekeeper, procs: VerifierProcesses | None = None) -> None:
         meta = store.meta()
         if meta is None:
             raise NotFoundError(f"no mirror of {store.origin!r} in this store")
@@ -83,6 +84,7 @@ class Mirror(LogReader):
         self._lock = threading.Lock()
         self._epoch = 0  # key records taken into the gate by this object (see _mirror_pages)
         self._tally = Tally()
+        self._procs = procs  # worker processes that check pages (None: the thread pool)
         self._tip = self._head
         self._last_ts = 0 if self._tip.size == 0 else Entry.from_bytes(store.entry(self._tip.size - 1)).ts
         self._target: str | None = None
@@ -125,7 +127,7 @@ class Mirror(LogReader):
     def preverify(self, entries: Sequence[bytes]) -> PendingPage:
         """Start parsing and checking the signatures of the page that follows the one being
         applied, in the verification pool; returns at once. Pass the result to :meth:`apply`."""
-        return start_page(self._gate, self._current_epoch, self._tally, entries)
+        return start_page(self._gate, self._current_epoch, self._tally, entries, self._procs)
 
     def _current_epoch(self) -> int:
         return self._epoch

@@ -35,9 +35,10 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from ledger.attestation import PAYLOAD_TYPE, Artefact, Attestation
-from ledger.entry import LoggedRecord, Record
+from ledger.entry import Entry, LoggedRecord, Record
 from ledger.envelope import Envelope, Signature
 from ledger.errors import TurtlesError
 from ledger.keys import KeyId, PublicKey
@@ -85,15 +86,51 @@ def verify_chunk(keys: dict[str, bytes], items: Sequence[_Item]) -> list[_Parts 
             continue
         try:
             env = Envelope(ptype, payload, tuple(Signature(k, s) for k, s in sigs))
-            p = verify_envelope(known, env)
         except TurtlesError:
             out.append(None)
             continue
-        a = p.record
-        assert isinstance(a, Attestation)
-        out.append((p.signers, p.record_id, tuple((s.name, s.sha256) for s in a.subjects), a.predicate_type,
-                    tuple((m.name, m.sha256) for m in a.materials), a.builder, env.to_msgpack()))
+        out.append(_verified_parts(known, env))
     return out
+
+
+def check_entries(keys: dict[str, bytes], raws: Sequence[bytes]) -> list[tuple[tuple[str, ...], _Parts | None] | None]:
+    """For a mirror's page (runs in a worker): per raw entry, the key ids of its envelope
+    that ``keys`` holds and, for an attestation that verified with them, its parts. None
+    for an entry that does not parse or holds a key record (the caller does those); parts
+    None when nothing was checked or the check failed (the mirror redoes it in order)."""
+    known = _KnownKeys({KeyId(kid): _key(der) for kid, der in keys.items()})
+    out: list[tuple[tuple[str, ...], _Parts | None] | None] = []
+    for raw in raws:
+        try:
+            env = Entry.from_bytes(raw).envelope
+        except TurtlesError:
+            out.append(None)
+            continue
+        if env.payload_type != PAYLOAD_TYPE:
+            out.append(None)
+            continue
+        ids = tuple(k for k in env.key_ids if k in keys)
+        if not ids:
+            out.append(((), None))  # no signer known yet: a key record ahead introduces it
+            continue
+        out.append((ids, _verified_parts(known, env)))
+    return out
+
+
+def _verified_parts(known: _KnownKeys, env: Envelope) -> _Parts | None:
+    try:
+        p = verify_envelope(known, env)
+    except TurtlesError:
+        return None
+    a = p.record
+    assert isinstance(a, Attestation)
+    return (p.signers, p.record_id, tuple((s.name, s.sha256) for s in a.subjects), a.predicate_type,
+            tuple((m.name, m.sha256) for m in a.materials), a.builder, env.to_msgpack())
+
+
+def prepared(env: Envelope, parts: _Parts | None) -> Prepared | None:
+    """The Prepared a worker's parts stand for (a lean attestation), or None."""
+    return _prepared(env, parts)
 
 
 def _prepared(env: Envelope, parts: _Parts | None) -> Prepared | None:
@@ -123,6 +160,14 @@ class VerifierProcesses:
                 ctx.set_forkserver_preload([__name__])  # workers fork with this module imported
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
             return self._pool
+
+    def submit_entries(self, keys: dict[str, bytes], raws: Sequence[bytes]) -> Future[Any]:
+        """Start :func:`check_entries` on a mirror's raw entries (see ``ledger._mirror_pages``)."""
+        return self._executor().submit(check_entries, keys, list(raws))
+
+    def reset(self) -> None:
+        """Replace a broken pool (the next submission starts new workers)."""
+        self._reset()
 
     def submit(self, gate: Gatekeeper, envelopes: Sequence[Envelope]) -> Future[list[_Parts | None]]:
         """Start verifying ``envelopes`` against the keys ``gate`` knows now."""
@@ -166,4 +211,4 @@ class VerifierProcesses:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["VerifierProcesses", "verify_chunk"]
+__all__ = ["VerifierProcesses", "check_entries", "prepared", "verify_chunk"]

@@ -210,6 +210,10 @@ class TrustGraph:
         """The key with this id, if a root, delegation or rotation record introduced it."""
         return self._keys.get(KeyId(key_id))
 
+    def key_table(self) -> dict[KeyId, PublicKey]:
+        """Every key a root, delegation or rotation record introduced (a copy)."""
+        return dict(self._keys)
+
     def knows_key(self, key_id: str) -> bool:
         """True if any record introduces, revokes or endorses ``key_id``."""
         k = KeyId(key_id)

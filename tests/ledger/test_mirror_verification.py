@@ -10,6 +10,7 @@ import pytest
 
 import ledger._mirror_pages
 import ledger.mirror
+from ledger.envelope import Envelope, Signature
 from ledger.errors import ConsistencyError
 from ledger.holdings import Holdings
 from ledger.mirror import Mirror
@@ -125,3 +126,45 @@ def test_a_bad_signature_found_in_the_pool_is_reported_in_order(tmp_path: Path) 
             apply_all(m, source, 2, source.size)
         assert info.value.evidence["index"] == source.size - 1
         assert m.tip.size == 2  # the page is atomic: nothing of it was stored
+
+
+# --- the same, with pages checked in worker processes (ledger.procverify) -------------------
+
+
+def test_worker_processes_check_each_entry_once(tmp_path: Path) -> None:
+    source = honest_log(PEER, [f"pkg-{i}@1" for i in range(300)])
+    with Holdings.open(tmp_path / "db", verify_processes=2) as holdings:
+        m = holdings.mirror(PEER, source.vkey)
+        assert apply_all(m, source, 0, 2) == 2
+        before = m.verified
+        assert apply_all(m, source, 2, source.size) == source.size - 2
+        assert m.verified - before == source.size - 2
+        assert m.size == source.size and m.root_at(m.size) == source.root()
+        assert holdings.procs is not None and holdings.procs._pool is not None  # the workers did it
+
+
+def test_worker_processes_and_a_key_record_in_the_page(tmp_path: Path) -> None:
+    acme, other = Org("acme"), Org("other")
+    source = honest_log(PEER, [f"pkg-{i}@1" for i in range(10)], org=acme)
+    for env in [other.root_envelope(), other.delegation_envelope(),
+                *(acme.attestation(f"pkg-{i}@2") for i in range(20)), other.attestation("pkg-x@1")]:
+        source.append(env)
+    with Holdings.open(tmp_path / "db", verify_processes=2) as holdings:
+        m = holdings.mirror(PEER, source.vkey)
+        apply_all(m, source, 0, 12)
+        assert apply_all(m, source, 12, source.size) == source.size - 12
+        assert m.size == source.size and m.root_at(m.size) == source.root()
+
+
+def test_worker_processes_report_a_bad_signature_in_order(tmp_path: Path) -> None:
+    acme = Org("acme")
+    source = honest_log(PEER, [f"pkg-{i}@1" for i in range(6)], org=acme)
+    good = acme.attestation("pkg-9@1")
+    source.append(Envelope(good.payload_type, good.payload, (Signature(good.signatures[0].keyid, bytes(64)),)))
+    with Holdings.open(tmp_path / "db", verify_processes=2) as holdings:
+        m = holdings.mirror(PEER, source.vkey)
+        apply_all(m, source, 0, 2)
+        with pytest.raises(ConsistencyError, match="does not verify") as info:
+            apply_all(m, source, 2, source.size)
+        assert info.value.evidence["index"] == source.size - 1
+        assert m.tip.size == 2
