@@ -41,7 +41,7 @@ log = logging.getLogger("turtles.replication")
 
 BUNDLES_PER_PAGE = 4
 """Entry bundles fetched at once (concurrently) for one page: 1,024 entries."""
-AHEAD = 1
+AHEAD = 3
 """Pages fetched and being verified while the current one is applied (beyond the one in hand)."""
 MAX_BUNDLE_BYTES = TILE_WIDTH * (2 + MAX_ENTRY_SIZE)
 
