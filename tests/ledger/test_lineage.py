@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.attestation import Artefact, Attestation, make_statement
-from ledger.entry import LoggedRecord
 from ledger.errors import InputError
 from ledger.lineage import trace
 from ledger.trust import TrustGraph
-from ledger.trust.attestations import MemoryAttestationIndex
 from tests.ledger.orgs import Clock, Org, mirror, sha
-from tests.ledger.trust.world import World, policy
+from tests.ledger.trust.world import HookedAttestationIndex, World, policy
 
 
 def art(name: str) -> Artefact:
@@ -158,20 +155,7 @@ def test_an_unattested_subject_is_one_missing_node(acme: Org, clock: Clock) -> N
 # --- the per-trace memo never serves a stale verdict ---------------------------------------------
 
 
-class _Hooked(MemoryAttestationIndex):
-    """Runs ``hook`` the first time ``digest`` is read: the graph changes in mid-trace, as
-    it may when another log's records arrive while a trace runs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hooks: dict[str, Callable[[], object]] = {}
-
-    def for_digest(self, sha256_hex: str) -> Sequence[LoggedRecord]:
-        out = super().for_digest(sha256_hex)
-        hook = self.hooks.pop(sha256_hex, None)
-        if hook is not None:
-            hook()
-        return out
+_Hooked = HookedAttestationIndex
 
 
 def _chain_world(index: _Hooked) -> World:

@@ -3,16 +3,12 @@ of the graph makes stale: a revocation, a new record, an equivocation, within a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import pytest
 
-from ledger.entry import LoggedRecord
 from ledger.keys import KeyId
 from ledger.trust import Rules, TrustGraph, explain_with, impact
-from ledger.trust.attestations import MemoryAttestationIndex
 from ledger.trust.memo import QueryMemo
-from tests.ledger.trust.world import World, digest, kid, policy
+from tests.ledger.trust.world import HookedAttestationIndex, World, digest, kid, policy
 
 AT = 1_000
 
@@ -101,20 +97,7 @@ def test_a_memo_starts_again_past_its_bound() -> None:
                                                    kind="artefact").to_dict()
 
 
-class _Hooked(MemoryAttestationIndex):
-    """An attestation index that runs ``hook`` the first time ``digest`` is read (to change
-    the graph in the middle of a call, as another thread could)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hooks: dict[str, Callable[[], object]] = {}
-
-    def for_digest(self, sha256_hex: str) -> Sequence[LoggedRecord]:
-        out = super().for_digest(sha256_hex)
-        hook = self.hooks.pop(sha256_hex, None)
-        if hook is not None:
-            hook()
-        return out
+_Hooked = HookedAttestationIndex
 
 
 def test_impact_sees_a_revocation_made_during_the_call() -> None:

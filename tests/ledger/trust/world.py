@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ledger.attestation import PAYLOAD_TYPE, Artefact, Attestation, make_statement
@@ -19,6 +19,7 @@ from ledger.envelope import sign_envelope
 from ledger.keys import KeyId, PublicKey, SoftwareSigner
 from ledger.records import Delegation, Endorsement, Revocation, RootRecord, Rotation
 from ledger.trust import Anchor, Policy, TrustGraph
+from ledger.trust.attestations import MemoryAttestationIndex
 
 POOL: tuple[SoftwareSigner, ...] = tuple(SoftwareSigner.generate() for _ in range(14)) + tuple(
     SoftwareSigner.generate("p256") for _ in range(2)
@@ -130,4 +131,20 @@ class World:
         return self.log(att, signers, ts=ts, origin=origin)
 
 
-__all__ = ["DAY", "P256", "POOL", "World", "digest", "kid", "policy"]
+class HookedAttestationIndex(MemoryAttestationIndex):
+    """An attestation index that runs ``hooks[digest]`` the first time ``digest`` is read:
+    the graph changes in the middle of a query, as another thread or log could make it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks: dict[str, Callable[[], object]] = {}
+
+    def for_digest(self, sha256_hex: str) -> Sequence[LoggedRecord]:
+        out = super().for_digest(sha256_hex)
+        hook = self.hooks.pop(sha256_hex, None)
+        if hook is not None:
+            hook()
+        return out
+
+
+__all__ = ["DAY", "P256", "POOL", "HookedAttestationIndex", "World", "digest", "kid", "policy"]
