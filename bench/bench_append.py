@@ -40,6 +40,7 @@ from ledger.envelope import Envelope
 from ledger.holdings import LogGate
 from ledger.keys import KeyId
 from ledger.log import AppendResult, Log, Prepared, index_rows, verify_envelope
+from ledger.procverify import VerifierProcesses
 from ledger.store import Batch, Database, Head
 from ledger.trust import RootsPolicy
 
@@ -125,10 +126,10 @@ def raw_verify_cpu_us(n: int = 2000) -> float:
     return (time.thread_time() - c0) / n * 1e6
 
 
-def _cpu_with_workers(log: Log) -> float:
-    """CPU seconds of this process and of the log's verifying workers (from /proc)."""
+def _cpu_with_workers(procs: VerifierProcesses | None) -> float:
+    """CPU seconds of this process and of its verifying workers (from /proc)."""
     total = time.process_time()
-    pool = log._procs._pool if log._procs is not None else None
+    pool = procs._pool if procs is not None else None
     for pid in list(getattr(pool, "_processes", None) or {}):
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -163,10 +164,10 @@ def run_throughput(ctx: Context, world: World, feed: Feed) -> None:
             batch.append(n / (time.perf_counter() - t0))
             cpu.append((time.process_time() - c0) / n * 1e6)
             envs = feed.take(n)
-            c0, t0 = _cpu_with_workers(log), time.perf_counter()
+            c0, t0 = _cpu_with_workers(world.holdings.procs), time.perf_counter()
             results = log.append_many(envs)
             many.append(n / (time.perf_counter() - t0))
-            many_cpu.append((_cpu_with_workers(log) - c0) / n * 1e6)
+            many_cpu.append((_cpu_with_workers(world.holdings.procs) - c0) / n * 1e6)
             bad = [r for r in results if not isinstance(r, AppendResult)]
             if bad:
                 raise RuntimeError(f"append_many refused {len(bad)} fresh records: {bad[0]}")
@@ -179,7 +180,7 @@ def run_throughput(ctx: Context, world: World, feed: Feed) -> None:
                    "Ed25519, 2 threads, measured right before each append repetition")
     ctx.record("batch_pool2", batch, "records/s", limit=f"{raw.ED25519_VERIFY_2T}_paired",
                notes=f"prepare() in a 2-thread pool ({CHUNK}/task), submit all, wait (threads only)")
-    workers = log._procs.workers if log._procs is not None else 0
+    workers = world.holdings.procs.workers if world.holdings.procs is not None else 0
     ctx.record("append_many", many, "records/s", limit=f"{raw.ED25519_VERIFY_2T}_paired",
                target=(f">= {TARGET_BATCH} x raw 2-thread Ed25519 verify", _at_least(TARGET_BATCH)),
                notes=f"Log.append_many, {n} per call, verified by {workers} worker processes")

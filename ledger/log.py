@@ -30,16 +30,14 @@ timestamps never go backwards; the log never appends a record it has not verifie
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 
 from ledger import merkle
+from ledger._bulk import Verifier
 from ledger._checkpoints import Checkpointer
 from ledger._recordids import RecordIdFilter
 from ledger._requests import AppendResult, Request
@@ -54,7 +52,6 @@ from ledger.errors import (
     OverloadedError,
     TurtlesError,
     UnavailableError,
-    UnknownSignerError,
 )
 from ledger.keys import Signer
 from ledger.procverify import VerifierProcesses
@@ -65,9 +62,6 @@ from ledger.verification import Gatekeeper, Prepared, index_rows, logged_from_en
 _LOG = logging.getLogger("turtles.ledger.log")
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_QUEUE = 8192
-_PREPARE_CHUNK = 64  # envelopes per verification task in append_many (amortises the pool's overhead)
-_PROCESS_CHUNK = 128  # envelopes per task sent to a worker process (amortises the pipe)
-_PROCESS_MIN = 256  # smaller calls are verified in threads (a round trip to a worker costs ~1 ms)
 
 
 def _now_ms() -> int:
@@ -114,9 +108,7 @@ class Log(LogReader):
         plan = merkle.tree_hash_plan(self._head.size)
         self._frontier: dict[merkle.Coord, bytes] = dict(zip(plan, store.hashes(plan), strict=True))
         self._record_ids = RecordIdFilter.of(store.record_ids(), self._head.size)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._procs = procs  # worker processes for large append_many calls (their owner closes them)
+        self._verifier = Verifier(gate, self.origin, procs)  # procs: their owner closes them
         self._checkpoint = self._checkpoints.ensure(self._head)
         self._thread = threading.Thread(target=self._run, name=f"sequencer:{self.origin}", daemon=True)
         self._closed = False
@@ -144,9 +136,15 @@ class Log(LogReader):
 
     def prepare(self, envelope: Envelope) -> Prepared:
         """Verify signatures and parse the record (see :func:`verify_envelope`); thread-safe."""
-        prepared = verify_envelope(self._gate, envelope)
-        envelope.to_msgpack()  # made here, often in a pool thread, rather than on the sequencer
-        return prepared
+        return self._verifier.prepare(envelope)
+
+    def try_prepare(self, envelope: Envelope) -> Prepared | None:
+        """:meth:`prepare`, or None when no signer is known yet.
+
+        A signer may be introduced by a record still queued; the sequencer verifies such an
+        envelope itself, in order, once that record is integrated.
+        """
+        return self._verifier.try_prepare(envelope)
 
     def submit(self, envelope: Envelope, prepared: Prepared | None = None) -> Future[AppendResult]:
         """Queue an envelope for appending; the future resolves once durable and checkpointed.
@@ -188,93 +186,14 @@ class Log(LogReader):
         """Append many envelopes in order; each result is an AppendResult or the error it met.
 
         Envelopes are verified ahead of the sequencer, a chunk at a time: in worker
-        processes when the log has them (``procs``) and the call is large
-        enough, else in a pool of one thread per CPU. At most about ``max_batch`` appends
-        wait in the queue at a time, and only the last request of a chunk carries a Future
-        (see :mod:`ledger._requests`).
+        processes when the log has them (``procs``) and the call is large enough, else in a
+        pool of one thread per CPU (see :class:`ledger._bulk.Verifier`).
         """
-        procs = self._procs if self.verifies_in_processes(len(envelopes)) else None
-        chunks = _chunks(envelopes, _PROCESS_CHUNK if procs is not None else _PREPARE_CHUNK)
-        ahead = 2 * (procs.workers if procs is not None else os.cpu_count() or 2)
-        verifying = deque(self._start_verifying(c, procs) for c in chunks[:ahead])
-        out: list[AppendResult | TurtlesError | Request] = []
-        waiting: deque[tuple[Future[AppendResult], int]] = deque()  # (a chunk's last future, its size)
-        queued = 0
-        for n, chunk in enumerate(chunks):
-            prepared = self._finish_verifying(verifying.popleft(), chunk, procs)
-            if n + ahead < len(chunks):
-                verifying.append(self._start_verifying(chunks[n + ahead], procs))
-            requests = []
-            for env, p in zip(chunk, prepared, strict=True):
-                if isinstance(p, TurtlesError):
-                    out.append(p)
-                else:
-                    requests.append(Request(env, p, None))
-                    out.append(requests[-1])
-            if not requests:
-                continue
-            last: Future[AppendResult] = Future()
-            requests[-1].future = last
-            while waiting and queued + len(requests) > self._max_batch:
-                fut, count = waiting.popleft()
-                _wait_quietly(fut)
-                queued -= count
-            try:
-                self._enqueue(requests)
-            except TurtlesError as e:
-                for req in requests:
-                    req.reject(e)
-                continue
-            waiting.append((last, len(requests)))
-            queued += len(requests)
-        for fut, _ in waiting:
-            _wait_quietly(fut)
-        return [_outcome(r) if isinstance(r, Request) else r for r in out]
+        return self._verifier.append_many(envelopes, self._enqueue, self._max_batch)
 
     def verifies_in_processes(self, count: int) -> bool:
         """True if :meth:`append_many` of ``count`` envelopes verifies them in worker processes."""
-        return self._procs is not None and count >= _PROCESS_MIN
-
-    def _start_verifying(self, chunk: Sequence[Envelope], procs: VerifierProcesses | None) -> Future[Any]:
-        if procs is not None:
-            return procs.submit(self._gate, chunk)
-        return self._verify_pool().submit(self._prepare_chunk, chunk)
-
-    def _finish_verifying(
-        self, fut: Future[Any], chunk: Sequence[Envelope], procs: VerifierProcesses | None
-    ) -> list[Prepared | TurtlesError | None]:
-        if procs is None:
-            return fut.result()  # type: ignore[no-any-return]
-        done = procs.collect(fut, chunk)
-        # What the workers handed back (key records, failures, unknown signers) is verified
-        # here, by the same code as without workers.
-        return [p if p is not None else self._prepare_one(env) for env, p in zip(chunk, done, strict=True)]
-
-    def _prepare_chunk(self, envelopes: Iterable[Envelope]) -> list[Prepared | TurtlesError | None]:
-        return [self._prepare_one(env) for env in envelopes]
-
-    def _prepare_one(self, envelope: Envelope) -> Prepared | TurtlesError | None:
-        try:
-            return self.try_prepare(envelope)
-        except TurtlesError as e:
-            return e
-
-    def _verify_pool(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix=f"verify:{self.origin}")
-            return self._pool
-
-    def try_prepare(self, envelope: Envelope) -> Prepared | None:
-        """:meth:`prepare`, or None when no signer is known yet.
-
-        A signer may be introduced by a record still queued; the sequencer verifies such an
-        envelope itself, in order, once that record is integrated.
-        """
-        try:
-            return self.prepare(envelope)
-        except UnknownSignerError:
-            return None
+        return self._verifier.in_processes(count)
 
     def close(self, timeout: float = 30) -> None:
         """Finish queued appends, stop the sequencer. The Database stays open."""
@@ -284,9 +203,7 @@ class Log(LogReader):
         self._queue.put(None)
         self._thread.join(timeout)
         self._checkpoints.close()
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
+        self._verifier.close()
 
     # --- the sequencer ----------------------------------------------------------------------
 
@@ -473,30 +390,6 @@ class Log(LogReader):
         if self._head.size == 0:
             return 0
         return Entry.from_bytes(self._store.entry(self._head.size - 1)).ts
-
-
-def _chunks(envelopes: Sequence[Envelope], size: int) -> list[Sequence[Envelope]]:
-    """``envelopes`` cut into chunks of ``size``, the first ones smaller (16, 32, ...) so
-    that the sequencer gets work while the first full chunks are still being verified."""
-    out: list[Sequence[Envelope]] = []
-    start, step = 0, min(16, size)
-    while start < len(envelopes):
-        out.append(envelopes[start : start + step])
-        start += step
-        step = min(step * 2, size)
-    return out
-
-
-def _wait_quietly(fut: Future[AppendResult]) -> None:
-    """Wait for ``fut`` without raising (its outcome is collected later)."""
-    fut.exception()
-
-
-def _outcome(req: Request) -> AppendResult | TurtlesError:
-    """The outcome of a request that the sequencer has handled."""
-    if req.outcome is None:  # never: requests are handled in queue order, the chunk's last one is done
-        return CorruptionError("append_many: a request was left without an outcome")
-    return req.outcome
 
 
 __all__ = [

@@ -96,8 +96,9 @@ def test_a_killed_worker_costs_speed_not_correctness(twin_logs: tuple[World, Wor
     _, procs = twin_logs
     log: Log = procs.log
     log.append_many([procs.attest(f"pkg-warm-{i}") for i in range(N)])  # the pool is up
-    assert log._procs is not None and log._procs._pool is not None
-    for pid in list(log._procs._pool._processes):  # type: ignore[union-attr]
+    procs_of = procs.holdings.procs
+    assert procs_of is not None and procs_of._pool is not None
+    for pid in list(procs_of._pool._processes):  # type: ignore[union-attr]
         os.kill(pid, signal.SIGKILL)
     envs = [procs.attest(f"pkg-after-{i}") for i in range(N)]
     bad = envs[5]
