@@ -31,7 +31,9 @@ script that turns workers on must keep its top-level code under ``if __name__ ==
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -65,6 +67,30 @@ class _KnownKeys:
 
     def add(self, rec: LoggedRecord) -> None:
         raise AssertionError("workers never add")  # pragma: no cover
+
+
+def exit_with(owner: int) -> None:
+    """Worker initializer: leave when process ``owner`` (the node) is gone.
+
+    A worker's parent is the forkserver, not the node, so a node killed with SIGKILL would
+    otherwise leave its workers (and, through them, the forkserver) running for ever. A
+    daemon thread looks once a second whether ``owner`` still runs (and is not a zombie).
+    """
+
+    def watch() -> None:
+        while _alive(owner):
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-owner", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _key(der: bytes) -> PublicKey:
@@ -158,7 +184,8 @@ class VerifierProcesses:
             if self._pool is None:
                 ctx = multiprocessing.get_context("forkserver")
                 ctx.set_forkserver_preload([__name__])  # workers fork with this module imported
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=exit_with,
+                                                 initargs=(os.getpid(),))
             return self._pool
 
     def submit_entries(self, keys: dict[str, bytes], raws: Sequence[bytes]) -> Future[Any]:
@@ -211,4 +238,4 @@ class VerifierProcesses:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["VerifierProcesses", "check_entries", "prepared", "verify_chunk"]
+__all__ = ["VerifierProcesses", "check_entries", "exit_with", "prepared", "verify_chunk"]

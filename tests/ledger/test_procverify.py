@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -142,3 +145,53 @@ def test_what_a_worker_cannot_decide_comes_back_to_the_caller(world: World) -> N
 def test_workers_refuse_to_start_with_none() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         VerifierProcesses(0)
+
+
+_CHILD = """
+import os, sys, time
+from ledger.holdings import Holdings
+from ledger.keys import SoftwareSigner
+from ledger.trust import RootsPolicy
+from tests.ledger.conftest import World, delegation_envelope, root_envelope
+
+def main():
+    log_key, root, maint = (SoftwareSigner.generate() for _ in range(3))
+    h = Holdings.open(sys.argv[1], origin="child.test/log", signer=log_key,
+                      roots=RootsPolicy.any_self_signed(), create=True, verify_processes=2)
+    w = World(h, sys.argv[1], log_key, root, maint)
+    w.log.append(root_envelope(root))
+    w.log.append(delegation_envelope(root, maint))
+    w.log.append_many([w.attest(f"pkg-{i}") for i in range(300)])
+    print(" ".join(str(p) for p in h.procs._pool._processes), flush=True)
+    time.sleep(60)  # killed before this ends
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_workers_leave_when_the_node_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "db")], stdout=subprocess.PIPE, text=True,
+                             cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        assert child.stdout is not None
+        workers = [int(p) for p in child.stdout.readline().split()]
+        assert len(workers) == 2 and all(_running(p) for p in workers)
+    finally:
+        child.kill()  # SIGKILL: no shutdown, nothing closed
+        child.wait(30)
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(p) for p in workers), "workers outlived their node"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
