@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import random
 import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -46,21 +45,12 @@ def rate(n: int, fn: Callable[[int], object], cpu: list[float] | None = None) ->
 
 def rate_threads(threads: int, n: int, fn: Callable[[int], object]) -> float:
     """Calls per second of ``fn`` from ``threads`` threads, ``n`` calls each."""
-    barrier = threading.Barrier(threads + 1)
 
-    def body() -> None:
-        barrier.wait()
-        for i in range(n):
+    def work(count: int) -> None:
+        for i in range(count):
             fn(i)
 
-    ts = [threading.Thread(target=body) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in ts:
-        t.join()
-    return threads * n / (time.perf_counter() - t0)
+    return raw.threads_rate(threads, n, work)
 
 
 def _at_least(value: float) -> Callable[[Figure], bool]:
