@@ -34,7 +34,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -156,10 +156,6 @@ def _verified_parts(known: _KnownKeys, env: Envelope) -> _Parts | None:
 
 def prepared(env: Envelope, parts: _Parts | None) -> Prepared | None:
     """The Prepared a worker's parts stand for (a lean attestation), or None."""
-    return _prepared(env, parts)
-
-
-def _prepared(env: Envelope, parts: _Parts | None) -> Prepared | None:
     if parts is None:
         return None
     signers, rid, subjects, ptype, materials, builder, packed = parts
@@ -190,11 +186,7 @@ class VerifierProcesses:
 
     def submit_entries(self, keys: dict[str, bytes], raws: Sequence[bytes]) -> Future[Any]:
         """Start :func:`check_entries` on a mirror's raw entries (see ``ledger._mirror_pages``)."""
-        return self._executor().submit(check_entries, keys, list(raws))
-
-    def reset(self) -> None:
-        """Replace a broken pool (the next submission starts new workers)."""
-        self._reset()
+        return self._submit(check_entries, keys, list(raws))
 
     def submit(self, gate: Gatekeeper, envelopes: Sequence[Envelope]) -> Future[list[_Parts | None]]:
         """Start verifying ``envelopes`` against the keys ``gate`` knows now."""
@@ -206,11 +198,16 @@ class VerifierProcesses:
                     if key is not None:
                         keys[s.keyid] = key.der
         items = [(e.payload_type, e.payload, tuple((s.keyid, s.sig) for s in e.signatures)) for e in envelopes]
+        return self._submit(verify_chunk, keys, items)
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """``fn(*args)`` in a worker; a pool found broken is replaced and the Future fails
+        (its caller then checks the chunk itself)."""
         try:
-            return self._executor().submit(verify_chunk, keys, items)
+            return self._executor().submit(fn, *args)
         except (BrokenProcessPool, RuntimeError) as e:
-            self._reset()
-            failed: Future[list[_Parts | None]] = Future()
+            self.reset()
+            failed: Future[Any] = Future()
             failed.set_exception(e)
             return failed
 
@@ -220,22 +217,23 @@ class VerifierProcesses:
         try:
             parts = future.result()
         except (BrokenProcessPool, RuntimeError, OSError):
-            self._reset()
+            self.reset()
             return [None] * len(envelopes)
-        return [_prepared(env, p) for env, p in zip(envelopes, parts, strict=True)]
+        return [prepared(env, p) for env, p in zip(envelopes, parts, strict=True)]
 
-    def _reset(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+    def reset(self) -> None:
+        """Replace a broken pool (the next submission starts new workers)."""
+        self._stop(wait=False)
 
     def close(self) -> None:
         """Stop the workers."""
+        self._stop(wait=True)
+
+    def _stop(self, *, wait: bool) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=wait, cancel_futures=True)
 
 
 __all__ = ["VerifierProcesses", "check_entries", "exit_with", "prepared", "verify_chunk"]
