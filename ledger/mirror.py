@@ -204,13 +204,13 @@ class Mirror(LogReader):
                 raise self._error(self._bad(note, seq, problem, source))
             page.append(entry)
             prev, last_ts = entry.leaf_hash, entry.ts
-        hashes = merkle.stored_hashes_for_leaves(tip.size, [e.leaf_hash for e in page], self._hashes)
+        hashes = merkle.stored_hashes_for_leaves(tip.size, [e.leaf_hash for e in page], self.stored_hashes)
         return page, hashes
 
     def _root(self, size: int, overlay: dict[tuple[int, int], bytes]) -> bytes:
         def read(coords: Sequence[tuple[int, int]]) -> list[bytes]:
             missing = [c for c in coords if c not in overlay]
-            found = dict(zip(missing, self._hashes(missing), strict=True)) if missing else {}
+            found = dict(zip(missing, self.stored_hashes(missing), strict=True)) if missing else {}
             return [overlay[c] if c in overlay else found[c] for c in coords]
 
         return merkle.tree_hash(size, read)
@@ -298,7 +298,7 @@ class Mirror(LogReader):
 
     def _compare_held(self, note: str, cp: Checkpoint, source: str | None) -> Evidence | None:
         """Check a checkpoint no larger than the tip against the stored tree."""
-        local = merkle.tree_hash(cp.size, self._hashes)
+        local = merkle.tree_hash(cp.size, self.stored_hashes)
         if local == cp.root:
             return None
         held = self._checkpoint
@@ -343,7 +343,7 @@ class Mirror(LogReader):
     def _cover(self, size: int, note: str) -> None:
         """Make the stored checkpoint of ``size`` the one reads are bounded by."""
         last = bytes(32) if size == 0 else Entry.from_bytes(self._store.entry(size - 1)).leaf_hash
-        self._head = Head(size, merkle.tree_hash(size, self._hashes), last)
+        self._head = Head(size, merkle.tree_hash(size, self.stored_hashes), last)
         self._checkpoint = note
 
     def _bad(self, note: str, index: int, message: str, source: str | None, *, kind: str = "bad-entries") -> Evidence:
