@@ -110,7 +110,6 @@ class LogGate:
         """
         if not isinstance(rec.record, Attestation):
             self.graph.add(rec)
-            self._memo.clear()
         if self._on_add is not None:
             self._on_add(rec)
 

@@ -92,8 +92,8 @@ class SignerPaths:
 
     A log admits a batch of attestations at one time ``at`` against one state of its key
     records, and most of them have the same few signers; the path search is the costly
-    part of admission (tens of microseconds), the scope check per record is cheap. The
-    owner must call :meth:`clear` whenever the graph changes (a key record is added).
+    part of admission (tens of microseconds), the scope check per record is cheap. What is
+    remembered holds for one :attr:`TrustGraph.version` and is forgotten when it changes.
 
     Only acceptance is taken from the memo: when no remembered path lets a signer attest,
     admission runs its full search as if there were no memo, so answers and refusal
@@ -102,14 +102,13 @@ class SignerPaths:
 
     def __init__(self, max_entries: int = 1024) -> None:
         self._paths: dict[tuple[KeyId, int], tuple[TrustPath, ...]] = {}
+        self._graph: tuple[int, int] = (0, -1)  # (id, version) of the graph the paths are of
         self._max = max_entries
-
-    def clear(self) -> None:
-        """Forget everything (the graph changed)."""
-        self._paths = {}
 
     def accepted(self, graph: TrustGraph, kid: KeyId, at: int) -> tuple[TrustPath, ...]:
         """The accepted delegated paths of ``kid`` at ``at`` (the first ``_ADMIT_LIMIT``)."""
+        if self._graph != (id(graph), graph.version):
+            self._paths, self._graph = {}, (id(graph), graph.version)
         paths = self._paths.get((kid, at))
         if paths is None:
             ex = explain_with(graph, kid, rules=_RULES, purpose=None, at=at, kind="key", limit=_ADMIT_LIMIT,
