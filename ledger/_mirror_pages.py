@@ -228,11 +228,12 @@ def start_page(
     the gate's keys can be shipped, else in the thread pool); returns at once."""
     raws = list(raws)
     parts = [raws[i : i + CHUNK] for i in range(0, len(raws), CHUNK)]
-    table = getattr(gate, "key_table", None)
-    if procs is not None and table is not None:
+    key_table = getattr(gate, "key_table", None)
+    if procs is not None and key_table is not None:
         seen = epoch()  # read before the keys: a check that saw new keys carries an older epoch
-        keys = {kid: key.der for kid, key in table().items()}
-        if len(keys) <= MAX_SHIPPED_KEYS:
+        table = key_table()
+        if len(table) <= MAX_SHIPPED_KEYS:
+            keys = {kid: key.der for kid, key in table.items()}
             return PendingPage(raws, [_WorkerChunk(procs, keys, gate, epoch, seen, tally, p) for p in parts])
     pool = verify_pool()
     return PendingPage(raws, [pool.submit(check_chunk, gate, epoch, tally, p) for p in parts])
