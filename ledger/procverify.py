@@ -186,7 +186,7 @@ class VerifierProcesses:
 
     def submit_entries(self, keys: dict[str, bytes], raws: Sequence[bytes]) -> Future[Any]:
         """Start :func:`check_entries` on a mirror's raw entries (see ``ledger._mirror_pages``)."""
-        return self._submit(check_entries, keys, list(raws))
+        return self.run(check_entries, keys, list(raws))
 
     def submit(self, gate: Gatekeeper, envelopes: Sequence[Envelope]) -> Future[list[_Parts | None]]:
         """Start verifying ``envelopes`` against the keys ``gate`` knows now."""
@@ -198,11 +198,12 @@ class VerifierProcesses:
                     if key is not None:
                         keys[s.keyid] = key.der
         items = [(e.payload_type, e.payload, tuple((s.keyid, s.sig) for s in e.signatures)) for e in envelopes]
-        return self._submit(verify_chunk, keys, items)
+        return self.run(verify_chunk, keys, items)
 
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        """``fn(*args)`` in a worker; a pool found broken is replaced and the Future fails
-        (its caller then checks the chunk itself)."""
+    def run(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """``fn(*args)`` in a worker (``fn`` a module-level function, ``args`` picklable); a
+        pool found broken is replaced and the Future fails (its caller then checks the chunk
+        itself)."""
         try:
             return self._executor().submit(fn, *args)
         except (BrokenProcessPool, RuntimeError) as e:
