@@ -159,7 +159,41 @@ def prove_inclusion(index: int, size: int, read: HashReader, memo: RangeMemo | N
         CorruptionError: ``read`` returned the wrong number or size of hashes.
     """
     _check_index(index, size)
-    return _range_hashes(_inclusion_ranges(index, size), read, memo)
+    # The tree of ``size`` is a row of perfect subtrees, largest first. The proof of a leaf
+    # in subtree j is its path inside that subtree (one stored hash per level, leaf side
+    # first), then the hash of everything right of subtree j (a fold of the later subtrees,
+    # remembered in ``memo``), then the roots of the subtrees left of j, nearest first --
+    # RFC 9162's PATH unrolled, so that each element costs one coordinate, not one range.
+    lo, lefts = 0, []
+    while True:
+        height = (size - lo).bit_length() - 1
+        width = 1 << height
+        if index < lo + width:
+            break
+        lefts.append((height, lo >> height))
+        lo += width
+    coords = [(level, (index >> level) ^ 1) for level in range(height)]
+    right = (lo + width, size)
+    right_hash = None
+    if right[0] < size:
+        right_hash = memo.get(right) if memo is not None else None
+        right_coords = [] if right_hash is not None else _range_coords(*right)
+    else:
+        right_coords = []
+    lefts.reverse()
+    hashes = _read(read, coords + right_coords + lefts)
+    proof = hashes[:height]
+    if right[0] < size:
+        if right_hash is None:
+            folded = hashes[height : height + len(right_coords)]
+            right_hash = folded[-1]
+            for left in reversed(folded[:-1]):
+                right_hash = node_hash(left, right_hash)
+            if memo is not None and len(right_coords) > 1:
+                memo[right] = right_hash
+        proof.append(right_hash)
+    proof += hashes[height + len(right_coords) :]
+    return proof
 
 
 def consistency_plan(size1: int, size2: int) -> list[Coord]:
@@ -220,28 +254,40 @@ def range_coords(lo: int, hi: int) -> list[Coord]:
 
 
 def _range_hashes(ranges: Sequence[tuple[int, int]], read: HashReader, memo: RangeMemo | None) -> list[bytes]:
-    """The hash of each leaf range: plan, one read, fold -- in one pass over the ranges."""
+    """The hash of each leaf range: plan, one read, fold -- in one pass over the ranges.
+
+    A range of a power-of-two width is one perfect subtree (the planners align every range),
+    so its hash is one stored hash; only the others are folded, and remembered in ``memo``.
+    """
     out: list[bytes] = []
     plan: list[Coord] = []
-    groups: list[tuple[int, int]] = []  # (position in out, number of stored hashes folded)
+    direct: list[tuple[int, int]] = []  # (position in out, position in plan)
+    folds: list[tuple[int, int, int]] = []  # (position in out, first position in plan, count)
     for lo, hi in ranges:
+        width = hi - lo
+        if width & (width - 1) == 0:
+            level = width.bit_length() - 1
+            direct.append((len(out), len(plan)))
+            plan.append((level, lo >> level))
+            out.append(b"")
+            continue
         known = memo.get((lo, hi)) if memo is not None else None
         if known is not None:
             out.append(known)
             continue
         coords = _range_coords(lo, hi)
-        groups.append((len(out), len(coords)))
+        folds.append((len(out), len(plan), len(coords)))
         plan += coords
         out.append(b"")
     hashes = _read(read, plan)
-    pos = 0
-    for i, count in groups:
+    for i, pos in direct:
+        out[i] = hashes[pos]
+    for i, pos, count in folds:
         h = hashes[pos + count - 1]
         for left in reversed(hashes[pos : pos + count - 1]):
             h = node_hash(left, h)
-        pos += count
         out[i] = h
-        if memo is not None and count > 1:
+        if memo is not None:
             memo[ranges[i]] = h
     return out
 

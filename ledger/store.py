@@ -212,6 +212,20 @@ class LogStore:
         for key, value in _iterate(it, f"log {self.origin}"):
             yield _U64.unpack(key[1:])[0], value
 
+    def hashes_from_level(self, level: int, limit: int) -> Iterator[tuple[int, int, bytes]]:
+        """``(level, index, hash)`` of the stored hashes at ``level`` and above, in key order
+        (the lower of those levels first), at most ``limit`` of them: one sequential scan."""
+        start = _HASH_KEY.pack(b"h", level, 0)
+        it = partial(self._db.iterator, start=start, stop=b"i", verify_checksums=True)
+        for n, (key, value) in enumerate(_iterate(it, f"log {self.origin}")):
+            if n >= limit:
+                return
+            _, lv, idx = _HASH_KEY.unpack(key)
+            if len(value) != 32:
+                raise CorruptionError(f"log {self.origin}: stored hash ({lv}, {idx}) is {len(value)} bytes",
+                                      level=lv, index=idx)
+            yield lv, idx, value
+
     def hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
         """Stored hashes at ``(level, index)``; CorruptionError if any is missing."""
         get, pack = self._db.get, _HASH_KEY.pack  # one try for the lot: this is the proof hot path
