@@ -28,98 +28,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import queue
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import suppress
-from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from typing import NamedTuple
 
 from ledger.envelope import Envelope
 from ledger.errors import TurtlesError, UnavailableError
 from ledger.log import AppendResult, Log, Prepared
+from node.answers import Accepted, BatchOutcome
 from node.limits import InFlight
 from node.metrics import Registry
 from node.proofs import Prover
 
 _CHUNK = 32
 _MISSING = object()
-_json_str = lru_cache(maxsize=8)(json.dumps)  # a batch's results share one checkpoint note
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """A durable append: where it is, the checkpoint covering it, and the proof."""
-
-    result: AppendResult
-    inclusion_proof: list[bytes]
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON body of ``POST /v1/entries`` (201 new, 409 duplicate)."""
-        r = self.result
-        return {
-            "index": r.index,
-            "leaf_hash": r.leaf_hash.hex(),
-            "checkpoint": r.checkpoint,
-            "size": r.size,
-            "inclusion_proof": [h.hex() for h in self.inclusion_proof],
-        }
-
-    def to_json(self) -> bytes:
-        """:meth:`to_dict` as the bytes ``json.dumps`` writes for it, built directly."""
-        r = self.result
-        proof = ", ".join([f'"{h.hex()}"' for h in self.inclusion_proof])
-        return (
-            f'{{"index": {r.index}, "leaf_hash": "{r.leaf_hash.hex()}", "checkpoint": '
-            f'{_json_str(r.checkpoint)}, "size": {r.size}, "inclusion_proof": [{proof}]}}'
-        ).encode()
-
-
-@dataclass(frozen=True)
-class BatchOutcome:
-    """A batch's answers in order, with proofs against one checkpoint of tree ``size``."""
-
-    checkpoint: str
-    size: int
-    results: list[AppendResult | TurtlesError]
-    proofs: list[list[bytes]]
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON body of ``POST /v1/entries:batch``: per-envelope status, index and proof."""
-        items: list[dict[str, object]] = []
-        for r, proof in zip(self.results, self.proofs, strict=True):
-            if isinstance(r, AppendResult):
-                items.append({
-                    "status": 409 if r.duplicate else 201,
-                    "index": r.index,
-                    "leaf_hash": r.leaf_hash.hex(),
-                    "duplicate": r.duplicate,
-                    "inclusion_proof": [h.hex() for h in proof],
-                })
-            else:
-                items.append({"status": r.http_status, **r.to_dict()})
-        return {"checkpoint": self.checkpoint, "size": self.size, "results": items}
-
-    def to_json(self) -> bytes:
-        """:meth:`to_dict` as the bytes ``json.dumps`` writes for it, appended results built
-        directly (a batch answer is mostly hex proofs: the generic encoder costs more)."""
-        parts = []
-        for r, proof in zip(self.results, self.proofs, strict=True):
-            if isinstance(r, AppendResult):
-                hashes = ", ".join([f'"{h.hex()}"' for h in proof])
-                parts.append(
-                    f'{{"status": {409 if r.duplicate else 201}, "index": {r.index}, '
-                    f'"leaf_hash": "{r.leaf_hash.hex()}", "duplicate": {"true" if r.duplicate else "false"}, '
-                    f'"inclusion_proof": [{hashes}]}}'
-                )
-            else:
-                parts.append(json.dumps({"status": r.http_status, **r.to_dict()}))
-        return (f'{{"checkpoint": {_json_str(self.checkpoint)}, "size": {self.size}, '
-                f'"results": [{", ".join(parts)}]}}').encode()
 
 
 class _Waiter(NamedTuple):
@@ -255,13 +182,22 @@ class Submitter:
         latest = max(done, key=lambda r: r.size) if done else None
         checkpoint = latest.checkpoint if latest else self._log.checkpoint()
         size = latest.size if latest else self._log.size
-        proofs = await loop.run_in_executor(None, self._prove_batch, results, size)
-        return BatchOutcome(checkpoint, size, results, proofs)
+        proofs, texts = await loop.run_in_executor(None, self._prove_batch, results, size)
+        return BatchOutcome(checkpoint, size, results, proofs, texts)
 
-    def _prove_batch(self, results: Sequence[AppendResult | TurtlesError], size: int) -> list[list[bytes]]:
-        indexes = [r.index for r in results if isinstance(r, AppendResult)]
-        proved = iter(self._prover.prove_many(indexes, size))
-        return [next(proved) if isinstance(r, AppendResult) else [] for r in results]
+    def _prove_batch(
+        self, results: Sequence[AppendResult | TurtlesError], size: int
+    ) -> tuple[list[list[bytes]], list[str]]:
+        """Each result's proof and its JSON text, all in one walk (:meth:`Prover.prove`)."""
+        done = [r for r in results if isinstance(r, AppendResult)]
+        indexes = [r.index for r in done]
+        proved = self._prover.prove(indexes, size, [r.leaf_hash for r in done])
+        proofs, texts = proved.proofs(indexes), proved.texts(indexes)
+        if len(done) == len(results):
+            return proofs, texts
+        proved_of = iter(zip(proofs, texts, strict=True))
+        pairs = [next(proved_of) if isinstance(r, AppendResult) else ([], "") for r in results]  # errors: none
+        return [p for p, _ in pairs], [t for _, t in pairs]
 
     # --- the pipeline -----------------------------------------------------------------------
 
@@ -365,11 +301,9 @@ class Submitter:
             self._answer(size, done)
 
     def _answer(self, size: int, done: list[tuple[_Job, AppendResult]]) -> None:
-        wanted = [r.index for job, r in done if any(w.prove and not w.future.done() for w in job.waiters)]
-        proofs: dict[int, list[bytes]] = {}
+        asked = [r for job, r in done if any(w.prove and not w.future.done() for w in job.waiters)]
         try:
-            if wanted:
-                proofs = dict(zip(wanted, self._prover.prove_many(wanted, size), strict=True))
+            proofs = self._prover.prove([r.index for r in asked], size, [r.leaf_hash for r in asked])
         except Exception as e:  # the entries are durable; their callers get the error (500 if a bug)
             for job, r in done:
                 self._count(job, r)
@@ -380,7 +314,10 @@ class Submitter:
             for w in job.waiters:
                 if not w.future.done():
                     result = dataclasses.replace(r, duplicate=True) if w.duplicate and not r.duplicate else r
-                    w.future.set_result(Accepted(result, proofs.get(r.index, []) if w.prove else []))
+                    if w.prove and r.index in proofs:
+                        w.future.set_result(Accepted(result, proofs.proof(r.index), proofs.text(r.index)))
+                    else:
+                        w.future.set_result(Accepted(result, [], ""))
 
     def _count(self, job: _Job, result: AppendResult) -> None:
         for w in job.waiters:

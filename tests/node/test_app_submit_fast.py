@@ -2,7 +2,7 @@
 
 * the envelope JSON fast path: the same envelope, or (for anything it does not take) the
   strict parser's own answer and error, over many mutations of valid bodies;
-* batched inclusion proofs (:class:`node.submission.Prover`) equal the log's own;
+* batched inclusion proofs (:class:`node.proofs.Prover`) equal the log's own;
 * the pre-built JSON answer equals ``json.dumps`` of the dict, with the same headers.
 """
 
