@@ -50,14 +50,11 @@ class RecordIdFilter:
             f.add(rid)
         return f
 
-    def _positions(self, rid: bytes) -> list[int]:
-        shift = 64 - self._log2
-        return [w >> shift for w in _FOUR_WORDS.unpack_from(rid)]
-
     def add(self, rid: bytes) -> None:
         """Remember ``rid``."""
-        bits = self._bits
-        for p in self._positions(rid):
+        bits, shift = self._bits, 64 - self._log2
+        for word in _FOUR_WORDS.unpack_from(rid):  # the probes spelled out: this runs per append
+            p = word >> shift
             bits[p >> 3] |= 1 << (p & 7)
         self._count += 1
         if self._count * self.BITS_PER_ID > (1 << self._log2) and self._log2 < self.MAX_BITS_LOG2:
@@ -66,8 +63,12 @@ class RecordIdFilter:
     def __contains__(self, rid: object) -> bool:
         if not isinstance(rid, bytes):
             return False
-        bits = self._bits
-        return all(bits[p >> 3] >> (p & 7) & 1 for p in self._positions(rid))
+        bits, shift = self._bits, 64 - self._log2
+        for word in _FOUR_WORDS.unpack_from(rid):
+            p = word >> shift
+            if not bits[p >> 3] >> (p & 7) & 1:
+                return False
+        return True
 
     def _double(self) -> None:
         old = bytes(self._bits)
