@@ -30,7 +30,7 @@ import msgpack
 from ledger.encoding import MAX_RECORD_BYTES, decode, encode
 from ledger.errors import EnvelopeError, SignatureError, TooLargeError, UnknownSignerError
 from ledger.keys import KeyId, PublicKey, Signer
-from ledger.strictjson import no_duplicate_keys, refuse_float
+from ledger.strictjson import cached_loads, no_duplicate_keys, refuse_float
 
 MAX_SIGNATURES = 16
 MAX_SIG_BYTES = 1024
@@ -39,6 +39,7 @@ MAX_PAYLOAD_TYPE_CHARS = 256
 MAX_ENVELOPE_BYTES = 2 * MAX_RECORD_BYTES
 _B64_STD = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _B64_URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+_loads = cached_loads(object_pairs_hook=no_duplicate_keys, parse_float=refuse_float, parse_constant=refuse_float)
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -96,7 +97,8 @@ class Envelope:
         Raises:
             EncodingError: a string is not valid Unicode (a lone surrogate from JSON).
         """
-        packed: bytes | None = self.__dict__.get("_packed")
+        # getattr, not self.__dict__: reading __dict__ would make each instance build a dict.
+        packed: bytes | None = getattr(self, "_packed", None)
         if packed is None:
             packed = _pack(self)
             object.__setattr__(self, "_packed", packed)  # a cache, not a field: eq/hash ignore it
@@ -109,7 +111,7 @@ class Envelope:
         one's three fields, verified it, and packed it with :meth:`to_msgpack`; these are
         the bytes of the envelope that was verified (tests pin them to the local encoding).
         """
-        if self.__dict__.get("_packed") is None:
+        if getattr(self, "_packed", None) is None:
             object.__setattr__(self, "_packed", packed)
 
     @classmethod
@@ -124,12 +126,7 @@ class Envelope:
             raise TooLargeError(f"envelope JSON has {len(data)} bytes, limit {MAX_ENVELOPE_BYTES * 2}")
         try:
             text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
-            obj = json.loads(
-                text,
-                object_pairs_hook=no_duplicate_keys,
-                parse_float=refuse_float,
-                parse_constant=refuse_float,
-            )
+            obj = _loads(text)
         except (ValueError, RecursionError) as e:
             raise EnvelopeError(f"envelope is not valid JSON: {e}") from e
         return cls.from_dict(obj)
@@ -245,17 +242,25 @@ def sign_envelope(payload_type: str, payload: bytes, signers: Iterable[Signer]) 
 
 
 def _pack(env: Envelope) -> bytes:
-    """``encode(env.to_value())`` without the generic walk: the shape is fixed and already
-    checked (``_check_shape``), and the dicts below are built with their keys in canonical
-    (UTF-8 byte) order, which msgpack keeps. Tests pin it to the generic encoder."""
+    """``encode(env.to_value())`` without the generic walk (see :func:`pack_fields`)."""
+    return pack_fields(env.payload_type, env.payload, [(s.keyid, s.sig) for s in env.signatures])
+
+
+def pack_fields(payload_type: str, payload: bytes, signatures: Iterable[tuple[str, bytes]]) -> bytes:
+    """:meth:`Envelope.to_msgpack` of the envelope with these fields (``(keyid, sig)``
+    pairs), for fields an :class:`Envelope` already checked (``_check_shape``): the shape
+    is fixed and the dicts below are built with their keys in canonical (UTF-8 byte) order,
+    which msgpack keeps. Tests pin it to the generic encoder.
+
+    Raises:
+        EncodingError: a string is not valid Unicode (a lone surrogate from JSON).
+    """
+    sigs = [{"keyid": k, "sig": s} for k, s in signatures]
     try:
-        packed: bytes = msgpack.packb(
-            {"payload": env.payload, "payloadType": env.payload_type,
-             "signatures": [{"keyid": s.keyid, "sig": s.sig} for s in env.signatures]},
-            use_bin_type=True,
-        )
-    except UnicodeEncodeError:
-        return encode(env.to_value())  # raises the EncodingError that names the string
+        packed: bytes = msgpack.packb({"payload": payload, "payloadType": payload_type, "signatures": sigs},
+                                      use_bin_type=True)
+    except UnicodeEncodeError:  # raises the EncodingError that names the string
+        return encode({"payloadType": payload_type, "payload": payload, "signatures": sigs})
     return packed
 
 
@@ -323,8 +328,4 @@ def _b64decode(text: str, where: str) -> bytes:
     return data
 
 
-
-
-
-
-__all__ = ["MAX_SIGNATURES", "Envelope", "Signature", "pae", "sign_envelope"]
+__all__ = ["MAX_SIGNATURES", "Envelope", "Signature", "pack_fields", "pae", "sign_envelope"]

@@ -4,49 +4,63 @@ Why: in one CPython process every byte of Python holds the GIL. Signature verifi
 itself releases it (``ledger._ed25519``), but parsing the in-toto statement and the Python
 around each signature do not, and with the sequencer's own work they make the GIL, not the
 two cores, the limit of a thread pool (about 80 us of GIL per attestation against ~55 us of
-signature). Worker processes have their own GIL: they run the very same
-:func:`~ledger.verification.verify_envelope` on a copy of each envelope and send back only
-what the log needs to admit, chain and index the record.
+signature). Worker processes have their own GIL: they verify a copy of each envelope and
+send back only what the log needs to admit, chain and index the record.
 
-What crosses the pipe: to a worker, the payload type, payload and signatures of each
-envelope and the DER of every key the parent's gatekeeper knows for its key ids; back, for
-an attestation that verified, its signers, record id, subjects, predicate type, materials,
-builder and the envelope's canonical msgpack (the bytes the entry will hold, made from the
-copy that was verified). The parent rebuilds a *lean* :class:`~ledger.attestation.Attestation` (its
-``statement`` left empty, as :func:`ledger.trust.attestations.lean` does for the trust
-graph): the log never reads the statement; readers re-parse stored entries.
+What crosses the pipe, for a bulk append (:meth:`VerifierProcesses.submit`): one msgpack
+blob per chunk (:func:`_request`), written to the pipe as it is (not pickled; see
+:mod:`ledger._workers`): the DER of every key the parent's gatekeeper knows for the chunk's
+key ids and, per attestation with a known signer, its payload and signatures.
+The worker (:func:`verify_attestations`) makes the check :func:`verify_envelope` makes for
+an attestation, written out for these fields (:func:`_attestation`: the PAE once, each
+known key's ``verify``, the statement read by :func:`ledger.attestation.lean_fields`; tests
+pin it to :func:`verify_envelope`), and answers with one blob: per attestation that
+verified, its signers, record id, subjects, predicate type, materials, builder and the
+envelope's canonical msgpack (the bytes the entry will hold, made from the copy that was
+verified), with the signer sets, predicate types and builders of the chunk given once. The
+parent (:meth:`VerifierProcesses.collect`, the one loop per envelope on its GIL) rebuilds a
+*lean* :class:`~ledger.attestation.Attestation` (its ``statement`` left empty, as
+:func:`ledger.trust.attestations.lean` does for the trust graph): the log never reads the
+statement; readers re-parse stored entries. :func:`check_entries` (mirrored pages) runs
+:func:`verify_envelope` itself; :meth:`VerifierProcesses.run` runs any module-level function.
 
-What does not: anything that is not an attestation, any envelope that fails, and any
-envelope whose signer the parent does not know yet come back as ``None``, and the caller
-verifies those itself, in its own process, so every refusal is raised by the same code,
-with the same message, as without workers. A broken pool (a worker killed) is replaced,
-and the chunk is verified in the caller's process instead.
+What does not: anything that is not an attestation, any envelope that fails, any envelope
+whose signer the parent does not know yet, and anything the worker has the least doubt
+about come back as ``None``, and the caller verifies those itself, in its own process, so
+every refusal is raised by the same code, with the same message, as without workers. A
+broken pool (a worker killed) is replaced, and the chunk is verified in the caller's
+process instead.
 
 Workers are started with ``forkserver`` (never ``fork``: a node's process holds threads and
-locks that a forked child would inherit mid-use). As with any ``multiprocessing`` use, a
+locks that a forked child would inherit mid-use), in a :class:`~ledger._workers.WorkerPool`
+(a pipe per worker, no feeder or manager thread). As with any ``multiprocessing`` use, a
 script that turns workers on must keep its top-level code under ``if __name__ ==
 "__main__"``: each worker imports the main module.
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from itertools import starmap
 from typing import Any
 
-from ledger.attestation import PAYLOAD_TYPE, Artefact, Attestation
+import msgpack
+
+from ledger._workers import WorkerPool
+from ledger.attestation import PAYLOAD_TYPE, Artefact, Attestation, artefacts, lean_fields
 from ledger.entry import Entry, LoggedRecord, Record
-from ledger.envelope import Envelope, Signature
+from ledger.envelope import Envelope, pack_fields, pae
 from ledger.errors import TurtlesError
 from ledger.keys import KeyId, PublicKey
 from ledger.verification import Gatekeeper, Prepared, verify_envelope
 
-_Item = tuple[str, bytes, tuple[tuple[str, bytes], ...]]
 _Parts = tuple[tuple[KeyId, ...], bytes, tuple[tuple[str, str], ...], str, tuple[tuple[str, str], ...], str | None,
                bytes]
 
@@ -102,21 +116,55 @@ def _key(der: bytes) -> PublicKey:
     return key
 
 
-def verify_chunk(keys: dict[str, bytes], items: Sequence[_Item]) -> list[_Parts | None]:
-    """Verify each envelope (runs in a worker); None for what the caller must verify itself."""
-    known = _KnownKeys({KeyId(kid): _key(der) for kid, der in keys.items()})
-    out: list[_Parts | None] = []
-    for ptype, payload, sigs in items:
-        if ptype != PAYLOAD_TYPE:
-            out.append(None)
+def verify_attestations(request: bytes) -> bytes:
+    """Verify a chunk of attestations (runs in a worker); the request (see :func:`_request`)
+    and the answer are one msgpack blob each, so crossing the pipe costs a copy.
+
+    The answer: the distinct signer tuples, the distinct predicate types and builders, and
+    per item None (the caller verifies it) or the :data:`_Parts` of an attestation that
+    verified, its signers, predicate type and builder given as indexes into those tables
+    (so that the caller shares one object for each, as the records it keeps do).
+    """
+    keys, items = msgpack.unpackb(request, use_list=False)
+    known = {kid: _key(der) for kid, der in keys.items()}
+    sets: dict[tuple[KeyId, ...], int] = {}
+    names: dict[str | None, int] = {}
+    rows: list[tuple[object, ...] | None] = []
+    for item in items:
+        parts = None if item is None else _attestation(known, *item)
+        if parts is None:
+            rows.append(None)
             continue
-        try:
-            env = Envelope(ptype, payload, tuple(Signature(k, s) for k, s in sigs))
-        except TurtlesError:
-            out.append(None)
-            continue
-        out.append(_verified_parts(known, env))
-    return out
+        signers, rid, subjects, ptype, materials, builder, packed = parts
+        rows.append((sets.setdefault(signers, len(sets)), rid, subjects, names.setdefault(ptype, len(names)),
+                     materials, names.setdefault(builder, len(names)), packed))
+    answer: bytes = msgpack.packb((list(sets), list(names), rows))
+    return answer
+
+
+def _attestation(known: dict[str, PublicKey], payload: bytes, sigs: tuple[tuple[str, bytes], ...]) -> _Parts | None:
+    """What :func:`verify_envelope` returns for ``Envelope(PAYLOAD_TYPE, payload, sigs)``
+    (fields an Envelope checked in the caller) against a gate knowing ``known``, as parts;
+    None for anything else (a failure, no known signer, or a key not under its own id)."""
+    data = pae(PAYLOAD_TYPE, payload)
+    signers: list[KeyId] = []
+    try:
+        for kid, sig in sigs:
+            key = known.get(kid)
+            if key is None:
+                continue
+            if key.key_id != kid:  # verify_envelope looks keys up by their id: let it decide
+                return None
+            key.verify(signature=sig, data=data)  # the check Envelope.verify makes
+            if key.key_id not in signers:
+                signers.append(key.key_id)
+        if not signers:
+            return None
+        subjects, ptype, materials, builder = lean_fields(payload)
+        packed = pack_fields(PAYLOAD_TYPE, payload, sigs)
+    except TurtlesError:
+        return None
+    return tuple(signers), hashlib.sha256(data).digest(), subjects, ptype, materials, builder, packed
 
 
 def check_entries(keys: dict[str, bytes], raws: Sequence[bytes]) -> list[tuple[tuple[str, ...], _Parts | None] | None]:
@@ -160,9 +208,59 @@ def prepared(env: Envelope, parts: _Parts | None) -> Prepared | None:
         return None
     signers, rid, subjects, ptype, materials, builder, packed = parts
     env.adopt_msgpack(packed)
-    record = Attestation(tuple(Artefact(n, d) for n, d in subjects), ptype,
-                         tuple(Artefact(n, d) for n, d in materials), builder, {})
-    return Prepared(env, record, signers, rid)
+    record = Attestation.lean(artefacts(subjects), ptype, artefacts(materials) if materials else (), builder)
+    return Prepared.made(env, record, signers, rid)
+
+
+def _request(gate: Gatekeeper, envelopes: Sequence[Envelope]) -> memoryview:
+    """The request :func:`verify_attestations` reads: the DER of every key ``gate`` knows for
+    the envelopes' key ids, and per envelope its payload and ``(keyid, sig)`` pairs, or None
+    when it is not an attestation or no signer is known (the worker could only hand it back)."""
+    keys: dict[str, bytes] = {}
+    known: dict[str, bool] = {}
+    items: list[tuple[bytes, tuple[tuple[str, bytes], ...]] | None] = []
+    for env in envelopes:
+        if env.payload_type != PAYLOAD_TYPE:
+            items.append(None)
+            continue
+        signatures = env.signatures
+        if len(signatures) == 1:  # the common case, without a comprehension's call
+            sigs: tuple[tuple[str, bytes], ...] = ((signatures[0].keyid, signatures[0].sig),)
+        else:
+            sigs = tuple([(s.keyid, s.sig) for s in signatures])
+        any_known = False
+        for kid, _ in sigs:
+            ok = known.get(kid)
+            if ok is None:
+                ok = known[kid] = _ship_key(gate, kid, keys)
+            any_known = any_known or ok
+        items.append((env.payload, sigs) if any_known else None)
+    packer = msgpack.Packer(autoreset=False)
+    try:
+        packer.pack((keys, items))
+    except UnicodeEncodeError:  # a key id that is not valid Unicode: that envelope stays here
+        keys = {k: v for k, v in keys.items() if _utf8(k)}
+        packer.reset()
+        packer.pack((keys, [i if i is not None and all(_utf8(k) for k, _ in i[1]) else None for i in items]))
+    request: memoryview = packer.getbuffer()  # the packer's own bytes: no copy until the pipe's
+    return request
+
+
+def _ship_key(gate: Gatekeeper, kid: str, keys: dict[str, bytes]) -> bool:
+    """Put the DER of the key ``gate`` knows for ``kid`` in ``keys``; False if it knows none."""
+    key = gate.public_key(KeyId(kid))
+    if key is None:
+        return False
+    keys[kid] = key.der
+    return True
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class VerifierProcesses:
@@ -172,33 +270,25 @@ class VerifierProcesses:
         if workers < 1:
             raise ValueError("VerifierProcesses needs at least one worker")
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _executor(self) -> WorkerPool:
         with self._lock:
             if self._pool is None:
                 ctx = multiprocessing.get_context("forkserver")
                 ctx.set_forkserver_preload([__name__])  # workers fork with this module imported
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=exit_with,
-                                                 initargs=(os.getpid(),))
+                self._pool = WorkerPool(self.workers, ctx, exit_with, (os.getpid(),))
             return self._pool
 
     def submit_entries(self, keys: dict[str, bytes], raws: Sequence[bytes]) -> Future[Any]:
         """Start :func:`check_entries` on a mirror's raw entries (see ``ledger._mirror_pages``)."""
         return self.run(check_entries, keys, list(raws))
 
-    def submit(self, gate: Gatekeeper, envelopes: Sequence[Envelope]) -> Future[list[_Parts | None]]:
-        """Start verifying ``envelopes`` against the keys ``gate`` knows now."""
-        keys: dict[str, bytes] = {}
-        for env in envelopes:
-            for s in env.signatures:
-                if s.keyid not in keys:
-                    key = gate.public_key(KeyId(s.keyid))
-                    if key is not None:
-                        keys[s.keyid] = key.der
-        items = [(e.payload_type, e.payload, tuple((s.keyid, s.sig) for s in e.signatures)) for e in envelopes]
-        return self.run(verify_chunk, keys, items)
+    def submit(self, gate: Gatekeeper, envelopes: Sequence[Envelope]) -> Future[bytes]:
+        """Start verifying ``envelopes`` against the keys ``gate`` knows now (read the
+        outcome with :meth:`collect`)."""
+        return self.run(verify_attestations, _request(gate, envelopes))
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """``fn(*args)`` in a worker (``fn`` a module-level function, ``args`` picklable); a
@@ -206,35 +296,53 @@ class VerifierProcesses:
         itself)."""
         try:
             return self._executor().submit(fn, *args)
-        except (BrokenProcessPool, RuntimeError) as e:
+        except (BrokenProcessPool, RuntimeError, OSError) as e:  # OSError: no new worker could start
             self.reset()
             failed: Future[Any] = Future()
             failed.set_exception(e)
             return failed
 
-    def collect(self, future: Future[list[_Parts | None]], envelopes: Sequence[Envelope]) -> list[Prepared | None]:
-        """The chunk's results as Prepared (None: verify it in the caller). Never raises:
-        a broken pool is replaced and the whole chunk handed back to the caller."""
+    def collect(self, future: Future[bytes], envelopes: Sequence[Envelope]) -> list[Prepared | None]:
+        """The outcome of :meth:`submit` as Prepared (None: verify it in the caller). Never
+        raises: a broken pool is replaced and the whole chunk handed back to the caller."""
         try:
-            parts = future.result()
-        except (BrokenProcessPool, RuntimeError, OSError):
+            answer = future.result()
+        except BrokenProcessPool:
             self.reset()
             return [None] * len(envelopes)
-        return [prepared(env, p) for env, p in zip(envelopes, parts, strict=True)]
+        except Exception:  # the task itself failed (never, short of a bug): the caller verifies all
+            return [None] * len(envelopes)
+        sets, names, rows = msgpack.unpackb(answer, use_list=False)
+        out: list[Prepared | None] = []
+        lean, made = Attestation.lean, Prepared.made
+        # prepared() written out: this loop runs once per envelope, on the node's GIL.
+        for env, row in zip(envelopes, rows, strict=True):
+            if row is None:
+                out.append(None)
+                continue
+            signers, rid, subjects, ptype, materials, builder, packed = row
+            env.adopt_msgpack(packed)
+            record = lean(tuple(starmap(Artefact, subjects)), names[ptype],
+                          tuple(starmap(Artefact, materials)) if materials else (), names[builder])
+            out.append(made(env, record, sets[signers], rid))
+        return out
 
     def reset(self) -> None:
-        """Replace a broken pool (the next submission starts new workers)."""
-        self._stop(wait=False)
+        """Replace a broken pool (the next submission starts new workers); a healthy one (a
+        replacement another caller made already) is kept."""
+        with self._lock:
+            pool = self._pool
+            if pool is None or not pool.broken:
+                return
+            self._pool = None
+        pool.shutdown(wait=False)
 
     def close(self) -> None:
         """Stop the workers."""
-        self._stop(wait=True)
-
-    def _stop(self, *, wait: bool) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
+            pool.shutdown(wait=True)
 
 
-__all__ = ["VerifierProcesses", "check_entries", "exit_with", "prepared", "verify_chunk"]
+__all__ = ["VerifierProcesses", "check_entries", "exit_with", "prepared", "verify_attestations"]

@@ -10,20 +10,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from ledger.attestation import Attestation
+from ledger.encoding import encode
 from ledger.envelope import Envelope, Signature, sign_envelope
 from ledger.errors import TurtlesError
 from ledger.holdings import Holdings
 from ledger.keys import SoftwareSigner
 from ledger.log import AppendResult, Log
-from ledger.procverify import VerifierProcesses, verify_chunk
+from ledger.procverify import VerifierProcesses, _request, verify_attestations
 from ledger.trust import RootsPolicy
-from ledger.verification import verify_envelope
+from ledger.verification import Prepared, verify_envelope
 from tests.ledger.conftest import ORIGIN, World, delegation_envelope, root_envelope
 
 N = 700  # over the size at which append_many uses the workers
@@ -46,7 +48,8 @@ def _open(path: Path, log_key: SoftwareSigner, procs: int) -> Holdings:
 
 def _mixed(world: World, late: SoftwareSigner, outsider: SoftwareSigner) -> list[Envelope]:
     """Attestations with, in the middle: a bad signature, an out-of-scope name, a stranger's
-    signature, twins, a delegation to ``late`` and then attestations by ``late``."""
+    signature, twins, a delegation to ``late`` and then attestations by ``late``, a key id
+    that cannot be encoded, and a payload type that is no record."""
     envs = [world.attest(f"pkg-{i}") for i in range(N)]
     bad = envs[10]
     envs[10] = replace(bad, signatures=(Signature(bad.signatures[0].keyid, bytes(64)),))
@@ -56,6 +59,8 @@ def _mixed(world: World, late: SoftwareSigner, outsider: SoftwareSigner) -> list
     envs[300] = delegation_envelope(world.root, late)
     envs[301:305] = [world.attest(f"pkg-late-{i}", signer=late) for i in range(4)]
     envs[600] = sign_envelope("text/plain", b"not a record", [world.maint])
+    odd = world.attest("pkg-odd")  # a stranger's key id that is not Unicode: no entry can hold it
+    envs[500] = replace(odd, signatures=(*odd.signatures, Signature("\ud800", bytes(64))))
     return envs
 
 
@@ -85,8 +90,8 @@ def test_workers_decide_exactly_as_threads(twin_logs: tuple[World, World], keys:
     by_threads = threads.log.append_many(envs)
     by_procs = procs.log.append_many(envs)
     assert _outcomes(by_procs) == _outcomes(by_threads)
-    assert [type(r).__name__ for i, r in enumerate(by_procs) if i in (10, 20, 30, 600)] == [
-        "SignatureError", "ScopeError", "UnknownSignerError", "RecordError"]
+    assert [type(r).__name__ for i, r in enumerate(by_procs) if i in (10, 20, 30, 500, 600)] == [
+        "SignatureError", "ScopeError", "UnknownSignerError", "EncodingError", "RecordError"]
     assert all(isinstance(by_procs[i], AppendResult) for i in range(301, 305))  # admitted after the delegation
     assert by_procs[40].duplicate or by_procs[41].duplicate  # type: ignore[union-attr]
     assert threads.log.size == procs.log.size
@@ -101,7 +106,7 @@ def test_a_killed_worker_costs_speed_not_correctness(twin_logs: tuple[World, Wor
     log.append_many([procs.attest(f"pkg-warm-{i}") for i in range(N)])  # the pool is up
     procs_of = procs.holdings.procs
     assert procs_of is not None and procs_of._pool is not None
-    for pid in list(procs_of._pool._processes):  # type: ignore[union-attr]
+    for pid in list(procs_of._pool._processes):
         os.kill(pid, signal.SIGKILL)
     envs = [procs.attest(f"pkg-after-{i}") for i in range(N)]
     bad = envs[5]
@@ -114,20 +119,21 @@ def test_a_killed_worker_costs_speed_not_correctness(twin_logs: tuple[World, Wor
     assert all(isinstance(r, AppendResult) for r in again)
 
 
+def _in_worker(gate: object, envs: list[Envelope]) -> list[Prepared | None]:
+    """What the workers hand back for ``envs`` (run here, through the very same bytes)."""
+    done: Future[bytes] = Future()
+    done.set_result(verify_attestations(_request(gate, envs)))  # type: ignore[arg-type]
+    return VerifierProcesses(1).collect(done, envs)
+
+
 def test_a_worker_returns_what_verify_envelope_returns(world: World) -> None:
     envs = [world.attest(f"pkg-{i}") for i in range(5)]
-    keys = {world.maint.key_id: world.maint.public_key.der}
-    parts = verify_chunk(keys, [(e.payload_type, e.payload, tuple((s.keyid, s.sig) for s in e.signatures))
-                                for e in envs])
-    for env, got in zip(envs, parts, strict=True):
+    for env, got in zip(envs, _in_worker(world.log._gate, envs), strict=True):
         want = verify_envelope(world.log._gate, env)
         assert isinstance(want.record, Attestation) and got is not None
-        signers, rid, subjects, ptype, materials, builder, packed = got
-        assert packed == env.to_msgpack()
-        assert (signers, rid, ptype, builder) == (want.signers, want.record_id, want.record.predicate_type,
-                                                  want.record.builder)
-        assert subjects == tuple((a.name, a.sha256) for a in want.record.subjects)
-        assert materials == tuple((a.name, a.sha256) for a in want.record.materials)
+        assert env.to_msgpack() == encode(env.to_value())  # adopted from the worker: the entry's bytes
+        assert (got.envelope, got.signers, got.record_id) == (env, want.signers, want.record_id)
+        assert got.record == replace(want.record, statement={})
 
 
 def test_what_a_worker_cannot_decide_comes_back_to_the_caller(world: World) -> None:
@@ -135,10 +141,7 @@ def test_what_a_worker_cannot_decide_comes_back_to_the_caller(world: World) -> N
     stranger = world.attest("pkg-2", signer=SoftwareSigner.generate())
     forged = replace(good, signatures=(Signature(good.signatures[0].keyid, bytes(64)),))
     key_record = delegation_envelope(world.root, SoftwareSigner.generate())
-    keys = {world.maint.key_id: world.maint.public_key.der, world.root.key_id: world.root.public_key.der}
-    items = [(e.payload_type, e.payload, tuple((s.keyid, s.sig) for s in e.signatures))
-             for e in (good, stranger, forged, key_record)]
-    got = verify_chunk(keys, items)
+    got = _in_worker(world.log._gate, [good, stranger, forged, key_record])
     assert got[0] is not None and got[1:] == [None, None, None]
 
 
