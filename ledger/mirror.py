@@ -15,12 +15,13 @@ raw entries (the leaves at ``[tip, tip + len(entries))``) and a consistency proo
 
 Then it commits the entries, their stored hashes, index rows and the new head in one
 synced batch and feeds the records to the gate. Parsing and the signature checks (step 4
-without admission) run in a thread pool (:mod:`ledger._mirror_pages`): pass the page as
-raw bytes, or start it earlier with :meth:`Mirror.preverify` (a replicator does so for the
-next page while this one is applied) and pass the
-:class:`~ledger._mirror_pages.PendingPage`. Like the sequencer, a key record ends a
-commit: a call applies the page up to and including its first key record and returns how
-many entries it took; call again with the rest (the same proof still holds).
+without admission) run in worker processes or a thread pool (:mod:`ledger._mirror_pages`),
+which hand back what the ordered work needs (:mod:`ledger._mirror_checks`). Pass the page
+as raw bytes, or start it earlier with :meth:`Mirror.preverify` (a replicator does so for
+the next pages while this one is applied) and pass the ``PendingPage``. Like the sequencer,
+a key record ends a commit: a call applies the page up to and including its first key
+record and returns how many entries it took; call again with the rest (the same proof
+still holds).
 
 Invariants:
 * Every call is atomic: a failure leaves the store and the gate exactly as they were and
@@ -34,9 +35,10 @@ Invariants:
   the stored size, which is ahead while a catch-up is under way. The state is all in the
   store: after an interruption the mirror resumes from :attr:`tip`, and nothing it holds
   is verified again (:attr:`verified` counts the signature checks this object made).
-* Each entry's envelope is checked once against the keys it is admitted under; a check the
-  pool made under other keys (a key record was taken in meanwhile), or could not make or
-  failed, is made again under the current keys before admission.
+* Each entry's envelope is checked once against the keys it is admitted under; a check made
+  ahead under other keys (a key record was taken in meanwhile), or not made, or failed, is
+  made again under the current keys before admission. What is stored is the raw bytes this
+  process holds: a worker's result counts only if it hashed the same bytes.
 """
 
 from __future__ import annotations
@@ -45,7 +47,22 @@ import threading
 from collections.abc import Sequence
 
 from ledger import merkle
-from ledger._mirror_pages import Checked, PendingPage, Tally, known_keys, start_page, verify_now
+from ledger._mirror_checks import (
+    EPOCH,
+    IDS,
+    KEY,
+    LEAF,
+    LOGGED,
+    NAMES,
+    PREV,
+    ROWS,
+    SEQ,
+    TS,
+    Checked,
+    Item,
+)
+from ledger._mirror_pages import Checker, Learned, Pages, PendingPage, Tally, verify_now
+from ledger._mirror_tree import page_root
 from ledger.checkpoint import Checkpoint, open_note, parse_verifier_key
 from ledger.entry import Entry, LoggedRecord
 from ledger.errors import (
@@ -56,11 +73,11 @@ from ledger.errors import (
     ProofError,
     TurtlesError,
 )
+from ledger.keys import KeyId
 from ledger.procverify import VerifierProcesses
 from ledger.reader import LogReader
-from ledger.records import is_key_record_type
 from ledger.store import Batch, Head, LogStore
-from ledger.verification import Gatekeeper, index_rows
+from ledger.verification import Gatekeeper
 from ledger.witness import Evidence, SplitView, fork_split, proof_evidence, same_size_evidence
 
 KIND = "mirror"
@@ -84,7 +101,9 @@ class Mirror(LogReader):
         self._lock = threading.Lock()
         self._epoch = 0  # key records taken into the gate by this object (see _mirror_pages)
         self._tally = Tally()
-        self._procs = procs  # worker processes that check pages (None: the thread pool)
+        self._checker = Checker(self.origin, gate, self._current_epoch, self._tally, procs)
+        self._pages = Pages()  # pages started and not applied yet
+        self._learned = Learned(gate)  # the key ids each epoch brought
         self._tip = self._head
         self._last_ts = 0 if self._tip.size == 0 else Entry.from_bytes(store.entry(self._tip.size - 1)).ts
         self._target: str | None = None
@@ -125,9 +144,10 @@ class Mirror(LogReader):
         return self._tally.value
 
     def preverify(self, entries: Sequence[bytes]) -> PendingPage:
-        """Start parsing and checking the signatures of the page that follows the one being
-        applied, in the verification pool; returns at once. Pass the result to :meth:`apply`."""
-        return start_page(self._gate, self._current_epoch, self._tally, entries, self._procs)
+        """Start parsing and checking the signatures of a page that follows the one being
+        applied (in worker processes or the thread pool); returns at once. Pass the result
+        to :meth:`apply`."""
+        return self._pages.add(PendingPage(entries, self._checker.start(entries)))
 
     def _current_epoch(self) -> int:
         return self._epoch
@@ -163,16 +183,17 @@ class Mirror(LogReader):
                 return 0
             pending = entries if isinstance(entries, PendingPage) else self.preverify(entries)
             checked = pending.results() if len(pending) else []
-            page, hashes = self._parse_page(tip, checked, note, source)
-            overlay = {(lv, ix): h for lv, ix, h in hashes}
-            root = self._root(base, overlay)
+            items, leaves, count = self._chain(tip, checked, note, source)
+            hashes = merkle.stored_hashes_for_leaves(tip.size, leaves, self.stored_hashes)
+            root = page_root(base, tip.size, hashes, self.stored_hashes)
             try:
                 merkle.verify_consistency(base, cp.size, proof, root, cp.root)
             except ProofError as e:
                 raise self._error(self._proof_failure(note, cp, proof, bool(entries), source), e.message) from e
-            count = next((i + 1 for i, e in enumerate(page) if is_key_record_type(e.envelope.payload_type)), len(page))
             if count:
-                self._commit(tip, page[:count], checked, hashes, overlay, note, source)
+                self._commit(tip, base, items[:count], pending.raws()[:count], hashes, root, note, source)
+                pending.applied(count)
+                self._renew()
             if self._tip.size == cp.size:
                 if self._checkpoint is None or self._head.size < cp.size:
                     self._store.put_checkpoint(cp.size, note)
@@ -182,74 +203,95 @@ class Mirror(LogReader):
                 self._target = note
             return count
 
-    def _parse_page(
+    def _chain(
         self, tip: Head, checked: Sequence[Checked], note: str, source: str | None
-    ) -> tuple[list[Entry], list[tuple[int, int, bytes]]]:
-        page: list[Entry] = []
-        prev, last_ts = tip.last, self._last_ts
-        for offset, item in enumerate(checked):
-            seq = tip.size + offset
-            entry = item.entry
-            if entry is None:
-                why = item.error.message if item.error is not None else "?"
-                e = self._error(self._bad(note, seq, f"entry {seq} does not parse: {why}", source))
-                raise e from item.error
-            problem = (
-                f"entry {seq} claims seq {entry.seq}" if entry.seq != seq
-                else f"entry {seq} does not chain to the previous leaf" if entry.prev != prev
-                else f"entry {seq} goes back in time ({entry.ts} < {last_ts})" if entry.ts < last_ts
-                else None
-            )
-            if problem:
+    ) -> tuple[list[Item], list[bytes], int]:
+        """The page's items and leaf hashes, and how many entries the commit takes (up to and
+        including its first key record), once every entry parses and chains."""
+        items: list[Item] = []
+        leaves: list[bytes] = []
+        count = 0
+        seq, prev, last_ts = tip.size, tip.last, self._last_ts
+        for c in checked:
+            if isinstance(c, TurtlesError):
+                raise self._error(self._bad(note, seq, f"entry {seq} does not parse: {c.message}", source)) from c
+            if c[SEQ] != seq or c[PREV] != prev or c[TS] < last_ts:
+                problem = (
+                    f"entry {seq} claims seq {c[SEQ]}" if c[SEQ] != seq
+                    else f"entry {seq} does not chain to the previous leaf" if c[PREV] != prev
+                    else f"entry {seq} goes back in time ({c[TS]} < {last_ts})"
+                )
                 raise self._error(self._bad(note, seq, problem, source))
-            page.append(entry)
-            prev, last_ts = entry.leaf_hash, entry.ts
-        hashes = merkle.stored_hashes_for_leaves(tip.size, [e.leaf_hash for e in page], self.stored_hashes)
-        return page, hashes
-
-    def _root(self, size: int, overlay: dict[tuple[int, int], bytes]) -> bytes:
-        def read(coords: Sequence[tuple[int, int]]) -> list[bytes]:
-            missing = [c for c in coords if c not in overlay]
-            found = dict(zip(missing, self.stored_hashes(missing), strict=True)) if missing else {}
-            return [overlay[c] if c in overlay else found[c] for c in coords]
-
-        return merkle.tree_hash(size, read)
+            prev, last_ts = c[LEAF], c[TS]
+            items.append(c)
+            leaves.append(prev)
+            seq += 1
+            if c[KEY] and not count:
+                count = len(leaves)
+        return items, leaves, count or len(leaves)
 
     def _commit(
-        self, tip: Head, chunk: list[Entry], checked: Sequence[Checked], hashes: list[tuple[int, int, bytes]],
-        overlay: dict[tuple[int, int], bytes], note: str, source: str | None,
+        self, tip: Head, base: int, chunk: Sequence[Item], raws: Sequence[bytes],
+        hashes: list[tuple[int, int, bytes]], root: bytes, note: str, source: str | None,
     ) -> None:
-        stop = tip.size + len(chunk)
+        start, stop = tip.size, tip.size + len(chunk)
+        gate, origin, epoch = self._gate, self.origin, self._epoch
+        items: list[Item | TurtlesError] = list(chunk)
+        # Checks made ahead under other keys (or not made, or failed) are redone now, together.
+        stale = [i for i, c in enumerate(chunk) if self._stale(c, epoch)]
+        if stale:
+            redone = verify_now(self._checker, epoch, [raws[i] for i in stale])
+            for i, r in zip(stale, redone, strict=True):
+                items[i] = r
         logged: list[LoggedRecord] = []
         rows: list[tuple[bytes, bytes]] = []
-        gate, origin, epoch = self._gate, self.origin, self._epoch
-        # Checks made in the pool under other keys (or not made) are redone now, together.
-        stale = [i for i, (entry, item) in enumerate(zip(chunk, checked, strict=False))
-                 if item.prepared is None or (item.epoch != epoch and item.keys != known_keys(gate, entry.envelope))]
-        redone = dict(zip(stale, verify_now(gate, self._tally, [chunk[i].envelope for i in stale]), strict=True))
-        for i, entry in enumerate(chunk):
-            try:
-                prepared = redone[i] if i in redone else checked[i].prepared
-                if isinstance(prepared, TurtlesError):
-                    raise prepared
-                assert prepared is not None
+        admit, seq = gate.admit, start
+        try:
+            for c in items:
+                if isinstance(c, TurtlesError):
+                    raise c
+                rec = c[LOGGED]
+                assert rec is not None and rec.index == seq
                 # The same admission as ledger.verification.logged_from_entry, at the entry's time.
-                gate.admit(record=prepared.record, signers=prepared.signers, origin=origin, at=entry.ts)
-                rec = LoggedRecord(origin, entry.seq, entry.ts, entry.leaf_hash, prepared.signers,
-                                   prepared.record, prepared.record_id)
-            except TurtlesError as e:
-                msg = f"entry {entry.seq} is in the signed tree but its record does not verify: {e.message}"
-                raise self._error(self._bad(note, entry.seq, msg, source, kind="bad-record")) from e
-            logged.append(rec)
-            rows += index_rows(entry.seq, prepared)
-        head = Head(stop, self._root(stop, overlay), chunk[-1].leaf_hash)
-        kept = [(lv, ix, h) for lv, ix, h in hashes if ((ix + 1) << lv) <= stop]
-        self._store.commit(Batch([(e.seq, e.raw) for e in chunk], kept, rows, head))
-        self._tip, self._last_ts = head, chunk[-1].ts
+                admit(record=rec.record, signers=rec.signers, origin=origin, at=rec.ts)
+                logged.append(rec)
+                rows += c[ROWS]
+                seq += 1
+        except TurtlesError as e:
+            msg = f"entry {seq} is in the signed tree but its record does not verify: {e.message}"
+            raise self._error(self._bad(note, seq, msg, source, kind="bad-record")) from e
+        if stop == base:  # the whole page: every hash made is inside it
+            head, kept = Head(stop, root, chunk[-1][LEAF]), hashes
+        else:
+            head = Head(stop, page_root(stop, start, hashes, self.stored_hashes), chunk[-1][LEAF])
+            kept = [(lv, ix, h) for lv, ix, h in hashes if ((ix + 1) << lv) <= stop]
+        self._store.commit(Batch(list(zip(range(start, stop), raws, strict=True)), kept, rows, head))
+        self._tip, self._last_ts = head, chunk[-1][TS]
         for rec in logged:
             gate.add(rec)
-        if is_key_record_type(chunk[-1].envelope.payload_type):
+        if chunk[-1][KEY]:
             self._epoch += 1  # only now: a check that read the new epoch saw the new keys
+            self._learned.bumped()
+
+    def _renew(self) -> None:
+        """After key records: check again, under the keys known now, the entries of the pages
+        waiting whose checks saw other keys of theirs (or none), if any of theirs is known
+        (nothing to do for checks made since the last key record)."""
+
+        def stale(c: Item) -> bool:
+            known = self._known(c)
+            return bool(known) and known != c[IDS]
+
+        self._pages.renew(self._epoch, self._learned, stale)
+
+    def _stale(self, c: Item, epoch: int) -> bool:
+        """Whether the check made ahead for ``c`` cannot be used now (see ledger._mirror_pages)."""
+        return c[LOGGED] is None or (c[EPOCH] != epoch and c[IDS] != self._known(c))
+
+    def _known(self, c: Item) -> tuple[str, ...]:
+        """The key ids ``c``'s envelope names that the gate knows now."""
+        public_key = self._gate.public_key
+        return tuple(k for k in c[NAMES] if public_key(KeyId(k)) is not None)
 
     # --- comparing views -----------------------------------------------------------------------
 

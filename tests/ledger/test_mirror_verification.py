@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import ledger._mirror_pages
+import ledger._mirror_checks
 import ledger.mirror
 from ledger.envelope import Envelope, Signature
 from ledger.errors import ConsistencyError
@@ -22,14 +22,15 @@ PEER = "peer.example/log"
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Counts every envelope verification a mirror makes (all go through ledger._mirror_pages)."""
+    """Counts every envelope verification a mirror makes in its own process (all go through
+    ledger._mirror_checks)."""
     made = [0]
 
     def counting(gate: object, envelope: object) -> Prepared:
         made[0] += 1
         return verify_envelope(gate, envelope)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ledger._mirror_pages, "verify_envelope", counting)
+    monkeypatch.setattr(ledger._mirror_checks, "verify_envelope", counting)
     yield made
 
 
