@@ -29,7 +29,11 @@ with LevelDB's defaults (Snappy, 4 MiB, 2 MiB) its compaction thread took 23 cpu
 entry at 50,000 entries and 71 at 400,000 -- more than the rest of the append path -- since
 each entry is rewritten once per level and recompressed each time; with these options, 0-16
 and flat. The price is disk: ~1.45 x the raw entry bytes instead of ~0.72 x (entries are
-stored as they are, with their indexes and hashes).
+stored as they are, with their indexes and hashes). A Bloom filter per table (10 bits a key)
+and a 32 MiB block cache keep point reads (proofs' stored hashes, duplicate checks) from
+probing every level: inclusion proofs at 10^6 entries 35 -> 30 cpu us, consistency 48 ->
+34. LevelDB's memory (memtables, cache) is bounded by these and reported by
+:meth:`Database.memory_bytes` (``turtles_leveldb_memory_bytes``).
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ LEVELDB_OPTIONS: dict[str, Any] = {
     "compression": None,
     "write_buffer_size": 64 << 20,
     "max_file_size": 16 << 20,
+    "bloom_filter_bits": 10,
+    "lru_cache_size": 32 << 20,
 }
 """Passed to ``plyvel.DB`` (see the module docstring for why)."""
 
@@ -144,6 +150,15 @@ class Database:
         except plyvel.Error as e:
             raise StorageError(f"cannot open {self.path}: {e}", path=self.path) from e
         self._health = _Health()
+
+    def memory_bytes(self) -> int:
+        """What LevelDB itself holds in memory now (memtables and block cache; bounded by
+        :data:`LEVELDB_OPTIONS`): LevelDB's ``approximate-memory-usage``."""
+        try:
+            value = self._db.get_property(b"leveldb.approximate-memory-usage")
+        except plyvel.Error:
+            return 0
+        return int(value) if value else 0
 
     @property
     def write_error(self) -> str | None:

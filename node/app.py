@@ -178,6 +178,9 @@ def _register_metrics(app: web.Application) -> None:
         ]
 
     registry.gauge("turtles_log_size", "Entries in each log held", ("origin", "kind")).set_callback(sizes)
+    registry.gauge(
+        "turtles_leveldb_memory_bytes", "Memory LevelDB holds itself (memtables, block cache; bounded)"
+    ).set_callback(lambda: [({}, float(runtime.holdings.db.memory_bytes()))] if runtime.holdings else [])
     registry.gauge("turtles_submissions_in_flight", "Submissions being verified or sequenced").set_callback(
         lambda: [({}, float(app[INFLIGHT].count))]
     )
