@@ -15,7 +15,6 @@ Conventions every benchmark follows:
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
@@ -320,21 +319,12 @@ def to_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def like_a_node() -> None:
-    """Give this process a node process's collector thresholds (``node.server.GC_THRESHOLDS``):
-    the benchmarks run the node's code paths in process, and should pay what a node pays."""
-    from node.server import GC_THRESHOLDS  # lazily: node.server imports aiohttp
-
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def main(run: Callable[[Context], None], group: str, argv: Sequence[str] | None = None) -> int:
     """Run one benchmark module alone: ``python -m bench.bench_x [--quick] [--json FILE]``."""
     p = argparse.ArgumentParser(prog=f"python -m bench.{group}")
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = p.parse_args(argv)
-    like_a_node()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     t0 = time.perf_counter()
     with scratch_root() as tmp:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import bench
 from bench import raw
-from bench._harness import Context, Figure, like_a_node, scratch_root, to_json, to_markdown
+from bench._harness import Context, Figure, scratch_root, to_json, to_markdown
 
 HERE = Path(__file__).resolve().parent
 MODULE_TIMEOUT = {True: 900, False: 4 * 3600}
@@ -48,7 +48,6 @@ def run_child(argv: Sequence[str]) -> int:
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    like_a_node()
     ctx = Context(quick=args.quick, workdir=args.workdir, group=group_of(args.child))
     known = {d["name"]: Figure.from_dict(d) for d in json.loads(args.raw.read_text())}
     ctx.raw_figures.update(known)
