@@ -45,17 +45,6 @@ more CPU per request (forced switches), and 10-20 ms no more than 5 ms (CPython'
 set here explicitly): the event loop gives the GIL up at every socket call anyway.
 """
 
-GC_THRESHOLDS = (50_000, 20, 10)
-"""``gc.set_threshold`` of a node process. With CPython's default (700, 10, 10) a young
-collection runs each time 700 more container objects are alive than before; a 500-envelope
-batch keeps ~12,000 alive until it is answered, so collections walked them over and over,
-promoted them, and the promotions triggered full collections: measured with ``gc.callbacks``
-under ``bench_http``'s batches, 29 us of collection per appended record (1.7 s in a 60,000-
-record run). With 50,000, 0.06 s in the same run (~1 us per record); a young collection
-then walks at most ~50,000 objects (a pause of ~10-20 ms, a few times a minute under load).
-Reference counting frees almost everything anyway; only cycles wait for a collection.
-"""
-
 
 def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
     """The TLS context for serving HTTPS, when ``[tls]`` has cert and key."""
@@ -135,8 +124,7 @@ async def run(
     """Run a node until SIGTERM/SIGINT; print the bound URL and write ``ready_file``.
 
     Process-wide tuning for a node process: the GIL switch interval
-    (:data:`SWITCH_INTERVAL_S`), the collector's thresholds (:data:`GC_THRESHOLDS`), and
-    once the node listens, what start-up made is moved
+    (:data:`SWITCH_INTERVAL_S`), and once the node listens, what start-up made is moved
     out of the garbage collector's reach (``gc.freeze``): full collections then walk only
     what was made since, a few ms instead of ~25 ms of pause for every request in flight.
 
@@ -145,7 +133,6 @@ async def run(
     stop = asyncio.Event()
     install_signal_handlers(stop)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    gc.set_threshold(*GC_THRESHOLDS)
 
     def announce(info: dict[str, Any]) -> None:
         # Everything made at start-up (modules, the opened store, the trust state) lives as
