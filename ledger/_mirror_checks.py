@@ -37,11 +37,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from ledger.attestation import PAYLOAD_TYPE, Attestation
-from ledger.entry import Entry, LoggedRecord, Record
+from ledger.attestation import PAYLOAD_TYPE, Attestation, artefacts
+from ledger.entry import Entry, LoggedRecord
 from ledger.envelope import Envelope
 from ledger.errors import TurtlesError
-from ledger.keys import KeyId, PublicKey
+from ledger.keys import KeyId
+from ledger.procverify import attestation_parts, worker_key
 from ledger.records import RootRecord, Rotation, is_key_record_type
 from ledger.verification import Gatekeeper, Prepared, index_rows, verify_envelope
 
@@ -66,7 +67,6 @@ MAX_SHIPPED_KEYS = 512
 checked in the thread pool): the table goes with every chunk."""
 
 _SELF_KEYED = (RootRecord.payload_type(), Rotation.payload_type())  # records carrying their signing key
-_WORKER_KEYS: dict[bytes, PublicKey] = {}  # in a worker: DER -> parsed key, kept between chunks
 
 
 def item(origin: str, entry: Entry, prepared: Prepared | None, epoch: int, ids: tuple[str, ...]) -> Item:
@@ -83,31 +83,6 @@ def item(origin: str, entry: Entry, prepared: Prepared | None, epoch: int, ids: 
             index_rows(entry.seq, prepared))
 
 
-class _Keys:
-    """The one part of a Gatekeeper a worker needs: the keys the mirror's gate knew."""
-
-    def __init__(self, keys: dict[KeyId, PublicKey]) -> None:
-        self._keys = keys
-
-    def public_key(self, key_id: KeyId) -> PublicKey | None:
-        return self._keys.get(key_id)
-
-    def admit(self, *, record: Record, signers: tuple[KeyId, ...], origin: str, at: int) -> None:
-        raise AssertionError("workers never admit")  # pragma: no cover
-
-    def add(self, rec: LoggedRecord) -> None:
-        raise AssertionError("workers never add")  # pragma: no cover
-
-
-def _key(der: bytes) -> PublicKey:
-    key = _WORKER_KEYS.get(der)
-    if key is None:
-        if len(_WORKER_KEYS) > 4096:
-            _WORKER_KEYS.clear()
-        key = _WORKER_KEYS[der] = PublicKey.from_der(der)
-    return key
-
-
 def check_raws(
     origin: str, keys: dict[str, bytes], epoch: int, raws: Sequence[bytes]
 ) -> tuple[int, list[Item | None]]:
@@ -120,7 +95,7 @@ def check_raws(
     The record is lean, as :func:`ledger.trust.attestations.lean` makes it: nothing the
     mirror does reads the statement, and the objects unpickle in C on the mirror's side.
     """
-    known = _Keys({KeyId(kid): _key(der) for kid, der in keys.items()})
+    known = {kid: worker_key(der) for kid, der in keys.items()}
     out: list[Item | None] = []
     checked = 0
     for raw in raws:
@@ -141,15 +116,14 @@ def check_raws(
         rows: Rows = ()
         if ids:
             checked += 1
-            try:
-                p = verify_envelope(known, env)
-            except TurtlesError:
-                p = None  # redone in order by the mirror, which reports it
-            if p is not None:
-                a = p.record
-                assert isinstance(a, Attestation)
-                lean = Attestation(a.subjects, a.predicate_type, a.materials, a.builder, {})
-                rec = LoggedRecord(origin, entry.seq, entry.ts, entry.leaf_hash, p.signers, lean, p.record_id)
+            # verify_envelope's check of an attestation, as the append path's workers make it
+            # (None on any doubt: the mirror then redoes it in order and reports it).
+            parts = attestation_parts(known, env.payload, tuple((s.keyid, s.sig) for s in env.signatures))
+            if parts is not None:
+                signers, rid, subjects, ptype, materials, builder, _ = parts
+                lean = Attestation.lean(artefacts(subjects), ptype, artefacts(materials), builder)
+                p = Prepared.made(env, lean, signers, rid)
+                rec = LoggedRecord(origin, entry.seq, entry.ts, entry.leaf_hash, signers, lean, rid)
                 rows = index_rows(entry.seq, p)
         out.append((entry.seq, entry.prev, entry.ts, entry.leaf_hash, False, epoch, ids, names, rec, rows))
     return checked, out

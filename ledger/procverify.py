@@ -45,7 +45,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from itertools import starmap
@@ -107,7 +107,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _key(der: bytes) -> PublicKey:
+def worker_key(der: bytes) -> PublicKey:
+    """The key of ``der``, parsed once per worker process (a bounded cache)."""
     key = _WORKER_KEYS.get(der)
     if key is None:
         if len(_WORKER_KEYS) > 4096:
@@ -126,12 +127,12 @@ def verify_attestations(request: bytes) -> bytes:
     (so that the caller shares one object for each, as the records it keeps do).
     """
     keys, items = msgpack.unpackb(request, use_list=False)
-    known = {kid: _key(der) for kid, der in keys.items()}
+    known = {kid: worker_key(der) for kid, der in keys.items()}
     sets: dict[tuple[KeyId, ...], int] = {}
     names: dict[str | None, int] = {}
     rows: list[tuple[object, ...] | None] = []
     for item in items:
-        parts = None if item is None else _attestation(known, *item)
+        parts = None if item is None else attestation_parts(known, *item)
         if parts is None:
             rows.append(None)
             continue
@@ -142,7 +143,9 @@ def verify_attestations(request: bytes) -> bytes:
     return answer
 
 
-def _attestation(known: dict[str, PublicKey], payload: bytes, sigs: tuple[tuple[str, bytes], ...]) -> _Parts | None:
+def attestation_parts(
+    known: Mapping[str, PublicKey], payload: bytes, sigs: tuple[tuple[str, bytes], ...]
+) -> _Parts | None:
     """What :func:`verify_envelope` returns for ``Envelope(PAYLOAD_TYPE, payload, sigs)``
     (fields an Envelope checked in the caller) against a gate knowing ``known``, as parts;
     None for anything else (a failure, no known signer, or a key not under its own id)."""
@@ -172,7 +175,7 @@ def check_entries(keys: dict[str, bytes], raws: Sequence[bytes]) -> list[tuple[t
     that ``keys`` holds and, for an attestation that verified with them, its parts. None
     for an entry that does not parse or holds a key record (the caller does those); parts
     None when nothing was checked or the check failed (the mirror redoes it in order)."""
-    known = _KnownKeys({KeyId(kid): _key(der) for kid, der in keys.items()})
+    known = _KnownKeys({KeyId(kid): worker_key(der) for kid, der in keys.items()})
     out: list[tuple[tuple[str, ...], _Parts | None] | None] = []
     for raw in raws:
         try:
@@ -345,4 +348,11 @@ class VerifierProcesses:
             pool.shutdown(wait=True)
 
 
-__all__ = ["VerifierProcesses", "check_entries", "exit_with", "prepared", "verify_attestations"]
+__all__ = [
+    "VerifierProcesses",
+    "attestation_parts",
+    "check_entries",
+    "exit_with",
+    "prepared",
+    "verify_attestations",
+]
