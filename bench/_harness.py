@@ -83,6 +83,17 @@ def dir_bytes(path: Path) -> int:
     return total
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds process ``pid`` has used so far (every thread, user + system, from
+    /proc); 0.0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(fn: Callable[[], object]) -> float:
     """Seconds ``fn()`` took (wall clock, perf_counter)."""
     t0 = time.perf_counter()
@@ -174,6 +185,26 @@ def _fmt(x: float) -> str:
     if abs(x) >= 1:
         return f"{x:,.2f}"
     return f"{x:.4g}"
+
+
+def median_at_least(value: float) -> Callable[[Figure], bool]:
+    """A target: the median is at least ``value``."""
+    return lambda f: f.median >= value
+
+
+def median_at_most(value: float) -> Callable[[Figure], bool]:
+    """A target: the median is at most ``value``."""
+    return lambda f: f.median <= value
+
+
+def p99_at_most(value: float) -> Callable[[Figure], bool]:
+    """A target: the p99 is at most ``value``."""
+    return lambda f: f.p99 <= value
+
+
+def ratio_at_least(value: float) -> Callable[[Figure], bool]:
+    """A target: the ratio to the figure's raw limit is at least ``value``."""
+    return lambda f: f.ratio is not None and f.ratio >= value
 
 
 class Context:

@@ -24,10 +24,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 
 from bench import raw
-from bench._harness import Context, Figure, dir_bytes, main, rss_bytes
+from bench._harness import Context, Figure, dir_bytes, main, median_at_most, rss_bytes
 from bench._world import LOG_KEY, ORIGIN, World, attestations, ensure_signed, grow, open_world
 from bench.bench_append import paired_verify_2t
 from bench.bench_proofs import measure_proofs
@@ -49,10 +48,6 @@ def label(size: int) -> str:
     """``n1e4`` for 10,000."""
     exp = len(str(size)) - 1
     return f"n1e{exp}" if size == 10**exp else f"n{size}"
-
-
-def _at_most(value: float) -> Callable[[Figure], bool]:
-    return lambda f: f.median <= value
 
 
 def _compact(world: World) -> None:
@@ -122,7 +117,7 @@ def measure_at(ctx: Context, world: World, size: int) -> dict[str, Figure]:
                                    notes=f"{live / log.size:.0f} B/entry on disk as written; mean raw entry "
                                          f"{mean_entry:.0f} B")
     figs["disk"] = ctx.record(f"{tag}.disk_per_entry", [compacted / log.size / mean_entry], "x raw",
-                              target=(f"<= {TARGET_DISK} x raw entry bytes", _at_most(TARGET_DISK)),
+                              target=(f"<= {TARGET_DISK} x raw entry bytes", median_at_most(TARGET_DISK)),
                               notes=f"{compacted / log.size:.0f} B/entry after compaction "
                                     f"(entries, hashes, indexes, checkpoints)")
     rss = rss_bytes()
@@ -162,7 +157,7 @@ def run(ctx: Context) -> None:
         a, b = at[small][key].median, at[big][key].median
         g = a / b if inverse else b / a
         ctx.record(f"growth.{key}", [g], "x", higher_is_better=False,
-                   target=(f"<= {TARGET_GROWTH}", _at_most(TARGET_GROWTH)) if judged else None,
+                   target=(f"<= {TARGET_GROWTH}", median_at_most(TARGET_GROWTH)) if judged else None,
                    notes=f"{a:,.4g} at {small:,} -> {b:,.4g} at {big:,}" + ("" if judged else " (wall clock)"))
     rss = [at[s]["rss"].median for s in sorted(at)]
     ctx.record("growth.rss", [rss[-1] / rss[0]], "x", higher_is_better=False,

@@ -18,11 +18,10 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from bench import raw
-from bench._harness import Context, Figure, main
+from bench._harness import Context, main, median_at_least
 from bench._hsm import softhsm_signer
 from bench._world import LOG_KEY, ORIGIN, World, attestations, ensure_signed, open_world
 from bench.bench_append import append_batch_pool, append_threads
@@ -30,10 +29,6 @@ from ledger.checkpoint import Checkpoint, note_signer, sign_note
 from ledger.keys import Signer
 
 TARGET_CLOSE = 0.9
-
-
-def _at_least(value: float) -> Callable[[Figure], bool]:
-    return lambda f: f.median >= value
 
 
 def checkpoint_us(signer: Signer, n: int) -> float:
@@ -98,7 +93,7 @@ def run(ctx: Context) -> None:
                    else f"{threads} threads calling append()")
     for mode in ("batch", "threads"):
         ratio = [h / s for h, s in zip(rates[f"{mode}_hsm"], rates[f"{mode}_soft"], strict=True)]
-        ctx.record(f"{mode}_hsm_vs_soft", ratio, "x", target=(f">= {TARGET_CLOSE}", _at_least(TARGET_CLOSE)),
+        ctx.record(f"{mode}_hsm_vs_soft", ratio, "x", target=(f">= {TARGET_CLOSE}", median_at_least(TARGET_CLOSE)),
                    notes="HSM-signed log rate / software-signed log rate, paired repetitions")
     ctx.record("checkpoints_per_s", cps, "checkpoints/s", notes=f"signed by the HSM log during threads_{threads}")
     busy = [c * statistics.median(cp_hsm) / 1e6 for c in cps]

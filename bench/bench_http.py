@@ -23,12 +23,19 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import raw
-from bench._harness import Context, Figure, limit, main
+from bench._harness import (
+    Context,
+    limit,
+    main,
+    median_at_least,
+    p99_at_most,
+    process_cpu_s,
+    ratio_at_least,
+)
 from bench._world import LOG_KEY, ORIGIN, bootstrap_envelopes, ensure_signed
 from bench.bench_append import paired_verify_2t
 from node.client import NodeClient
@@ -107,9 +114,7 @@ class Node:
 
     def cpu_seconds(self) -> float:
         """CPU time the node process has used so far (every thread, user + system)."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.proc.pid)
 
     def stop(self) -> None:
         """SIGTERM and wait (the node finishes its queued commits)."""
@@ -120,18 +125,6 @@ class Node:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-
-
-def _at_least(value: float) -> Callable[[Figure], bool]:
-    return lambda f: f.median >= value
-
-
-def _at_most(value: float) -> Callable[[Figure], bool]:
-    return lambda f: f.p99 <= value
-
-
-def _at_least_ratio(ratio: float) -> Callable[[Figure], bool]:
-    return lambda f: f.ratio is not None and f.ratio >= ratio
 
 
 def run(ctx: Context) -> None:
@@ -165,10 +158,10 @@ def run(ctx: Context) -> None:
             at += n_batch
             batch.append(n_batch / r["elapsed_s"])
         ctx.record("single_post", single, "records/s", limit=HTTP_GET,
-                   target=(f">= {TARGET_RATE:.0f} records/s", _at_least(TARGET_RATE)),
+                   target=(f">= {TARGET_RATE:.0f} records/s", median_at_least(TARGET_RATE)),
                    notes=f"{CONCURRENCY} concurrent clients, one envelope per POST /v1/entries")
         ctx.record("single_post_latency", lat, "ms", higher_is_better=False,
-                   target=(f"p99 <= {TARGET_P99_MS:.0f} ms", _at_most(TARGET_P99_MS)),
+                   target=(f"p99 <= {TARGET_P99_MS:.0f} ms", p99_at_most(TARGET_P99_MS)),
                    notes=f"per request, all {len(lat)} requests (p99 over requests)")
         share = statistics.median(client_cpu) / (statistics.median(client_cpu) + statistics.median(node_cpu))
         ctx.record("single_post_node_cpu", node_cpu, "ms/record", higher_is_better=False,
@@ -178,7 +171,7 @@ def run(ctx: Context) -> None:
         ctx.record_raw(f"{raw.ED25519_VERIFY_2T}_paired_http", paired, "verifies/s",
                        "Ed25519, 2 threads, cryptography, measured right before each batch repetition")
         ctx.record("batch_post", batch, "records/s", limit=f"{raw.ED25519_VERIFY_2T}_paired_http",
-                   target=(f">= {TARGET_BATCH} x raw 2-thread Ed25519 verify", _at_least_ratio(TARGET_BATCH)),
+                   target=(f">= {TARGET_BATCH} x raw 2-thread Ed25519 verify", ratio_at_least(TARGET_BATCH)),
                    notes=f"POST /v1/entries:batch, 500 envelopes per request, {BATCH_IN_FLIGHT} in flight; "
                          "verified by the node's worker processes")
         ctx.record("log_size", [float(node.api.log_info()["size"])], "entries")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from bench import raw
-from bench._harness import Context, Figure, main
+from bench._harness import Context, Figure, main, median_at_least
 from bench._world import World, grow, open_world
 from ledger import merkle
 from ledger.reader import LogReader
@@ -53,10 +53,6 @@ def rate_threads(threads: int, n: int, fn: Callable[[int], object]) -> float:
     return raw.threads_rate(threads, n, work)
 
 
-def _at_least(value: float) -> Callable[[Figure], bool]:
-    return lambda f: f.median >= value
-
-
 def measure_proofs(ctx: Context, log: LogReader, *, prefix: str = "", n: int | None = None) -> dict[str, Figure]:
     """Proof figures on ``log`` at its current size (also used by the growth benchmark)."""
     size = log.size
@@ -73,7 +69,7 @@ def measure_proofs(ctx: Context, log: LogReader, *, prefix: str = "", n: int | N
     cpu: list[float] = []
     out["inclusion"] = ctx.record(
         f"{prefix}inclusion", [rate(n, lambda i: log.inclusion_proof(idx[i], size), cpu) for _ in range(reps)],
-        "proofs/s", limit=raw.LEVELDB_GET, target=(f">= {TARGET_PROOFS} proofs/s", _at_least(TARGET_PROOFS)),
+        "proofs/s", limit=raw.LEVELDB_GET, target=(f">= {TARGET_PROOFS} proofs/s", median_at_least(TARGET_PROOFS)),
         notes=f"size {size:,}, random index, 1 thread; ~{gets} stored hashes per proof (ratio x {gets} = "
               f"share of the raw read rate)",
     )

@@ -44,11 +44,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from bench import raw
-from bench._harness import Context, Figure, main
+from bench._harness import Context, main, process_cpu_s, ratio_at_least
 from bench._world import LOG_KEY, ORIGIN, _cache_dir, _seeded, grow, open_world
 from bench.bench_append import paired_verify_2t
 from ledger.checkpoint import verifier_key
@@ -140,11 +139,11 @@ class NodeProc:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds of the process so far (all its threads)."""
-        return _cpu_s(self.proc.pid)
+        return process_cpu_s(self.proc.pid)
 
     def workers_cpu_s(self) -> float:
         """User + system CPU seconds of the processes it started (and that still run)."""
-        return sum(_cpu_s(pid) for pid in _descendants(self.proc.pid))
+        return sum(process_cpu_s(pid) for pid in _descendants(self.proc.pid))
 
     def metric(self, name: str, origin: str) -> float | None:
         """A labelled value from ``/metrics`` (None while it is not there)."""
@@ -181,14 +180,6 @@ class NodeProc:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -323,7 +314,7 @@ def run(ctx: Context) -> None:
         ctx.record_raw(PAIRED, paired, "verifies/s",
                        "Ed25519, 2 threads, cryptography, measured right before each mirroring")
         ctx.record("mirror_rate", rates, "records/s", limit=PAIRED,
-                   target=(f">= {TARGET_RATIO} x raw 2-thread Ed25519 verify", _ratio_at_least(TARGET_RATIO)),
+                   target=(f">= {TARGET_RATIO} x raw 2-thread Ed25519 verify", ratio_at_least(TARGET_RATIO)),
                    notes=f"fresh node mirrors a {size:,}-entry peer log over HTTP, all re-verified")
         ctx.record("mirror_cpu", cpu, "cpu us/entry", higher_is_better=False,
                    notes="mirroring node process, all threads")
@@ -347,10 +338,6 @@ def run(ctx: Context) -> None:
                    notes=f"spawn to listening, reopening a store holding {r['held']:,.0f} entries (no signature checks)")
     finally:
         peer.stop()
-
-
-def _ratio_at_least(value: float) -> Callable[[Figure], bool]:
-    return lambda f: f.ratio is not None and f.ratio >= value
 
 
 def build_only(argv: list[str]) -> int:
