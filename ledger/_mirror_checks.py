@@ -118,7 +118,8 @@ def check_raws(
             checked += 1
             # verify_envelope's check of an attestation, as the append path's workers make it
             # (None on any doubt: the mirror then redoes it in order and reports it).
-            parts = attestation_parts(known, env.payload, tuple((s.keyid, s.sig) for s in env.signatures))
+            parts = attestation_parts(known, env.payload, tuple((s.keyid, s.sig) for s in env.signatures),
+                                      pack=False)
             if parts is not None:
                 signers, rid, subjects, ptype, materials, builder, _ = parts
                 lean = Attestation.lean(artefacts(subjects), ptype, artefacts(materials), builder)

@@ -12,7 +12,7 @@ blob per chunk (:func:`_request`), written to the pipe as it is (not pickled; se
 :mod:`ledger._workers`): the DER of every key the parent's gatekeeper knows for the chunk's
 key ids and, per attestation with a known signer, its payload and signatures.
 The worker (:func:`verify_attestations`) makes the check :func:`verify_envelope` makes for
-an attestation, written out for these fields (:func:`_attestation`: the PAE once, each
+an attestation, written out for these fields (:func:`attestation_parts`: the PAE once, each
 known key's ``verify``, the statement read by :func:`ledger.attestation.lean_fields`; tests
 pin it to :func:`verify_envelope`), and answers with one blob: per attestation that
 verified, its signers, record id, subjects, predicate type, materials, builder and the
@@ -21,8 +21,9 @@ verified), with the signer sets, predicate types and builders of the chunk given
 parent (:meth:`VerifierProcesses.collect`, the one loop per envelope on its GIL) rebuilds a
 *lean* :class:`~ledger.attestation.Attestation` (its ``statement`` left empty, as
 :func:`ledger.trust.attestations.lean` does for the trust graph): the log never reads the
-statement; readers re-parse stored entries. :func:`check_entries` (mirrored pages) runs
-:func:`verify_envelope` itself; :meth:`VerifierProcesses.run` runs any module-level function.
+statement; readers re-parse stored entries. Mirrored pages make the same check through
+:func:`attestation_parts` (``ledger._mirror_checks``); :meth:`VerifierProcesses.run` runs
+any module-level function.
 
 What does not: anything that is not an attestation, any envelope that fails, any envelope
 whose signer the parent does not know yet, and anything the worker has the least doubt
@@ -54,33 +55,16 @@ from typing import Any
 import msgpack
 
 from ledger._workers import WorkerPool
-from ledger.attestation import PAYLOAD_TYPE, Artefact, Attestation, artefacts, lean_fields
-from ledger.entry import Entry, LoggedRecord, Record
+from ledger.attestation import PAYLOAD_TYPE, Artefact, Attestation, lean_fields
 from ledger.envelope import Envelope, pack_fields, pae
 from ledger.errors import TurtlesError
 from ledger.keys import KeyId, PublicKey
-from ledger.verification import Gatekeeper, Prepared, verify_envelope
+from ledger.verification import Gatekeeper, Prepared
 
 _Parts = tuple[tuple[KeyId, ...], bytes, tuple[tuple[str, str], ...], str, tuple[tuple[str, str], ...], str | None,
                bytes]
 
 _WORKER_KEYS: dict[bytes, PublicKey] = {}  # in a worker: DER -> parsed key, kept between chunks
-
-
-class _KnownKeys:
-    """The one part of a Gatekeeper a worker needs: the keys the parent knows."""
-
-    def __init__(self, keys: dict[KeyId, PublicKey]) -> None:
-        self._keys = keys
-
-    def public_key(self, key_id: KeyId) -> PublicKey | None:
-        return self._keys.get(key_id)
-
-    def admit(self, *, record: Record, signers: tuple[KeyId, ...], origin: str, at: int) -> None:
-        raise AssertionError("workers never admit")  # pragma: no cover
-
-    def add(self, rec: LoggedRecord) -> None:
-        raise AssertionError("workers never add")  # pragma: no cover
 
 
 def exit_with(owner: int) -> None:
@@ -144,11 +128,13 @@ def verify_attestations(request: bytes) -> bytes:
 
 
 def attestation_parts(
-    known: Mapping[str, PublicKey], payload: bytes, sigs: tuple[tuple[str, bytes], ...]
+    known: Mapping[str, PublicKey], payload: bytes, sigs: tuple[tuple[str, bytes], ...], *, pack: bool = True
 ) -> _Parts | None:
     """What :func:`verify_envelope` returns for ``Envelope(PAYLOAD_TYPE, payload, sigs)``
     (fields an Envelope checked in the caller) against a gate knowing ``known``, as parts;
-    None for anything else (a failure, no known signer, or a key not under its own id)."""
+    None for anything else (a failure, no known signer, or a key not under its own id).
+    ``pack=False`` leaves the envelope's canonical bytes out (``b""``): a mirror already
+    holds them, in the entry it read."""
     data = pae(PAYLOAD_TYPE, payload)
     signers: list[KeyId] = []
     try:
@@ -164,55 +150,10 @@ def attestation_parts(
         if not signers:
             return None
         subjects, ptype, materials, builder = lean_fields(payload)
-        packed = pack_fields(PAYLOAD_TYPE, payload, sigs)
+        packed = pack_fields(PAYLOAD_TYPE, payload, sigs) if pack else b""
     except TurtlesError:
         return None
     return tuple(signers), hashlib.sha256(data).digest(), subjects, ptype, materials, builder, packed
-
-
-def check_entries(keys: dict[str, bytes], raws: Sequence[bytes]) -> list[tuple[tuple[str, ...], _Parts | None] | None]:
-    """For a mirror's page (runs in a worker): per raw entry, the key ids of its envelope
-    that ``keys`` holds and, for an attestation that verified with them, its parts. None
-    for an entry that does not parse or holds a key record (the caller does those); parts
-    None when nothing was checked or the check failed (the mirror redoes it in order)."""
-    known = _KnownKeys({KeyId(kid): worker_key(der) for kid, der in keys.items()})
-    out: list[tuple[tuple[str, ...], _Parts | None] | None] = []
-    for raw in raws:
-        try:
-            env = Entry.from_bytes(raw).envelope
-        except TurtlesError:
-            out.append(None)
-            continue
-        if env.payload_type != PAYLOAD_TYPE:
-            out.append(None)
-            continue
-        ids = tuple(k for k in env.key_ids if k in keys)
-        if not ids:
-            out.append(((), None))  # no signer known yet: a key record ahead introduces it
-            continue
-        out.append((ids, _verified_parts(known, env)))
-    return out
-
-
-def _verified_parts(known: _KnownKeys, env: Envelope) -> _Parts | None:
-    try:
-        p = verify_envelope(known, env)
-    except TurtlesError:
-        return None
-    a = p.record
-    assert isinstance(a, Attestation)
-    return (p.signers, p.record_id, tuple((s.name, s.sha256) for s in a.subjects), a.predicate_type,
-            tuple((m.name, m.sha256) for m in a.materials), a.builder, env.to_msgpack())
-
-
-def prepared(env: Envelope, parts: _Parts | None) -> Prepared | None:
-    """The Prepared a worker's parts stand for (a lean attestation), or None."""
-    if parts is None:
-        return None
-    signers, rid, subjects, ptype, materials, builder, packed = parts
-    env.adopt_msgpack(packed)
-    record = Attestation.lean(artefacts(subjects), ptype, artefacts(materials) if materials else (), builder)
-    return Prepared.made(env, record, signers, rid)
 
 
 def _request(gate: Gatekeeper, envelopes: Sequence[Envelope]) -> memoryview:
@@ -284,10 +225,6 @@ class VerifierProcesses:
                 self._pool = WorkerPool(self.workers, ctx, exit_with, (os.getpid(),))
             return self._pool
 
-    def submit_entries(self, keys: dict[str, bytes], raws: Sequence[bytes]) -> Future[Any]:
-        """Start :func:`check_entries` on a mirror's raw entries (see ``ledger._mirror_pages``)."""
-        return self.run(check_entries, keys, list(raws))
-
     def submit(self, gate: Gatekeeper, envelopes: Sequence[Envelope]) -> Future[bytes]:
         """Start verifying ``envelopes`` against the keys ``gate`` knows now (read the
         outcome with :meth:`collect`)."""
@@ -318,7 +255,7 @@ class VerifierProcesses:
         sets, names, rows = msgpack.unpackb(answer, use_list=False)
         out: list[Prepared | None] = []
         lean, made = Attestation.lean, Prepared.made
-        # prepared() written out: this loop runs once per envelope, on the node's GIL.
+        # One tight loop: it runs once per envelope, on the node's GIL.
         for env, row in zip(envelopes, rows, strict=True):
             if row is None:
                 out.append(None)
@@ -351,8 +288,7 @@ class VerifierProcesses:
 __all__ = [
     "VerifierProcesses",
     "attestation_parts",
-    "check_entries",
     "exit_with",
-    "prepared",
     "verify_attestations",
+    "worker_key",
 ]
