@@ -30,13 +30,10 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from hashlib import sha256
 
 from ledger.errors import TurtlesError
-from ledger.merkle import HASH_SIZE, range_coords
+from ledger.merkle import HASH_SIZE, node_hash, range_coords
 from ledger.reader import LogReader
-
-_NODE = b"\x01"  # RFC 9162 interior-node prefix, as in ledger.merkle.node_hash (inlined: hot loop)
 
 
 class ProofSet:
@@ -200,7 +197,7 @@ def _walk(leaves: dict[int, bytes], size: int, log: LogReader) -> ProofSet | Non
     edge: dict[int, bytes] = {}  # start -> hash of [start, size): suffix folds of the plan
     acc = b""
     for (lv, ix), h in zip(reversed(edge_plan), reversed(read[len(coords) :]), strict=True):
-        acc = sha256(_NODE + h + acc).digest() if acc else h
+        acc = node_hash(h, acc) if acc else h
         edge[ix << lv] = acc
     # 2. Hashes bottom-up to `top`; sibs[l][j] is node j's element at level l (None: moves up).
     sibs: list[dict[int, bytes | None]] = []
@@ -213,7 +210,7 @@ def _walk(leaves: dict[int, bytes], size: int, log: LogReader) -> ProofSet | Non
             if j & 1:  # its left sibling holds no wanted leaf
                 left = stored[(level, j - 1)]
                 sib[j] = left
-                up[j >> 1] = sha256(_NODE + left + h).digest()
+                up[j >> 1] = node_hash(left, h)
                 continue
             s = j + 1
             right = cur.get(s)
@@ -228,7 +225,7 @@ def _walk(leaves: dict[int, bytes], size: int, log: LogReader) -> ProofSet | Non
             else:
                 right = stored.get((level, s)) or edge[s << level]
                 sib[j] = right
-            up[j >> 1] = sha256(_NODE + h + right).digest()
+            up[j >> 1] = node_hash(h, right)
         sibs.append(sib)
         cur = up
     if low and cur[top] != (stored[(low, top)] if complete_top else edge[top << low]):

@@ -12,7 +12,6 @@ range, and failed reads all end in the strict path's own answer or error.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import types
 from collections.abc import Iterator
@@ -190,13 +189,6 @@ def test_submitter_batch_answer_is_json_dumps_of_its_dict(log: LogReader) -> Non
     # Nothing appended: no proofs.
     fake = types.SimpleNamespace(_prover=Prover(log))
     assert Submitter._prove_batch(fake, results[3:4], size) == ([[]], [""])  # type: ignore[arg-type]
-
-
-def test_node_hash_prefix_is_the_ledgers() -> None:
-    from node import proofs
-
-    a, b = hashlib.sha256(b"a").digest(), hashlib.sha256(b"b").digest()
-    assert hashlib.sha256(proofs._NODE + a + b).digest() == merkle.node_hash(a, b)
 
 
 async def test_concurrent_batches_and_posts_get_proofs_of_the_fast_path(client: Client) -> None:
