@@ -35,6 +35,7 @@ from bench._harness import (
     p99_at_most,
     process_cpu_s,
     ratio_at_least,
+    stop_process,
 )
 from bench._world import LOG_KEY, ORIGIN, bootstrap_envelopes, ensure_signed
 from bench.bench_append import paired_verify_2t
@@ -118,13 +119,7 @@ class Node:
 
     def stop(self) -> None:
         """SIGTERM and wait (the node finishes its queued commits)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 60)
 
 
 def run(ctx: Context) -> None:

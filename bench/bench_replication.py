@@ -47,7 +47,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import raw
-from bench._harness import Context, main, process_cpu_s, ratio_at_least
+from bench._harness import Context, main, process_cpu_s, ratio_at_least, stop_process
 from bench._world import LOG_KEY, ORIGIN, _cache_dir, _seeded, grow, open_world
 from bench.bench_append import paired_verify_2t
 from ledger.checkpoint import verifier_key
@@ -172,13 +172,7 @@ class NodeProc:
 
     def stop(self) -> None:
         """SIGTERM and wait."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 120)
         self._log.close()
 
 
