@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import itertools
 import math
-import re
 import statistics
 import threading
 import time
@@ -50,6 +49,7 @@ from node.config import LimitsSection, ReplicationSection
 from tests.integration.malicious_peer import Org
 from tests.reliability.netns import Testbed, open_testbed
 from tests.reliability.scoreboard import Recorder
+from tests.reliability.world import metric
 
 T = TypeVar("T")
 ORGS = ("ns-a", "ns-b", "ns-c")
@@ -102,13 +102,6 @@ def _leaves(client: NodeClient, origin: str, size: int) -> list[bytes]:
         leaves += [bytes.fromhex(e["leaf_hash"]) for e in page["entries"]]
         assert page["entries"], f"{client.url} served no entries of {origin} from {len(leaves)}"
     return leaves[:size]
-
-
-def _metric(client: NodeClient, name: str) -> dict[str, float]:
-    """Samples of metric ``name``: labels text -> value."""
-    text = client.request("GET", "/metrics").body.decode()
-    found = re.findall(rf"^{re.escape(name)}(\{{[^}}]*\}})?\s+(\S+)$", text, re.M)
-    return {labels: float(value) for labels, value in found}
 
 
 def sizes_now(bed: Testbed) -> dict[str, int]:
@@ -310,9 +303,9 @@ def verify_history(bed: Testbed, collector: Collector, acked: dict[int, list[tup
     for k in range(n):
         client = bed.client(k)
         assert bed.run(k, client.equivocations) == [], f"node {k} reports equivocation between honest nodes"
-        paused = bed.run(k, _metric, client, "turtles_replication_paused")
+        paused = bed.run(k, metric, client, "turtles_replication_paused")
         assert not any(paused.values()), f"node {k} paused replication: {paused}"
-        errors = bed.run(k, _metric, client, "turtles_replication_errors_total")
+        errors = bed.run(k, metric, client, "turtles_replication_errors_total")
         assert not any(v for labels, v in errors.items() if 'error="integrity"' in labels), errors
     return figures
 
@@ -352,7 +345,7 @@ def _tip(data_dir: Path, origin: str) -> int:
 
 
 def _pages_served(client: NodeClient) -> int:
-    samples = _metric(client, "turtles_http_requests_total")
+    samples = metric(client, "turtles_http_requests_total")
     return int(sum(v for labels, v in samples.items()
                    if 'route="/v1/entries"' in labels and 'status="200"' in labels))
 

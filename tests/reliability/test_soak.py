@@ -59,6 +59,7 @@ from node.cluster import free_ports
 from node.config import CONFIG_NAME, KeysSection, NodeConfig, NodeSection, dump_config
 from tests.integration.malicious_peer import Org
 from tests.reliability.scoreboard import Recorder
+from tests.reliability.world import metric
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 ORIGIN = "soak.turtles.test/log"
@@ -317,12 +318,6 @@ class Sample:
     leveldb: int = 0
 
 
-def _gauge(client: NodeClient, name: str) -> int:
-    """An unlabelled gauge's value from the node's ``/metrics``."""
-    text = client.request("GET", "/metrics").body.decode()
-    return next(int(float(line.split()[1])) for line in text.splitlines() if line.startswith(name + " "))
-
-
 class Sampler(threading.Thread):
     """Samples the node's RSS, open descriptors and log size every ``every`` seconds."""
 
@@ -345,8 +340,8 @@ class Sampler(threading.Thread):
                 return
             with contextlib.suppress(TurtlesError):  # 429 under load: keep the last size
                 size = int(client.log_info()["size"])
-            with contextlib.suppress(TurtlesError, StopIteration, ValueError):  # keep the last value
-                leveldb = _gauge(client, "turtles_leveldb_memory_bytes") // 1024
+            with contextlib.suppress(TurtlesError, KeyError):  # keep the last value
+                leveldb = int(metric(client, "turtles_leveldb_memory_bytes")[""]) // 1024
             self.samples.append(Sample(time.monotonic() - self.start_t, rss, fds, size, leveldb))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import struct
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from ledger.keys import Signer, SoftwareSigner
 from ledger.log import Log, logged_from_entry
 from ledger.records import Delegation, RootRecord
 from ledger.trust import RootsPolicy
+from node.client import NodeClient
 
 ORIGIN = "reliability.turtles/log"
 ROOT_DIR = Path(__file__).resolve().parents[2]
@@ -261,6 +263,13 @@ def retry_append(directory: Path, env: Envelope, base: int) -> tuple[int, bool]:
         return res.index, res.duplicate
 
 
+def metric(client: NodeClient, name: str) -> dict[str, float]:
+    """Samples of metric ``name`` from a node's ``/metrics``: labels text -> value."""
+    text = client.request("GET", "/metrics").body.decode()
+    found = re.findall(rf"^{re.escape(name)}(\{{[^}}]*\}})?\s+(\S+)$", text, re.M)
+    return {labels: float(value) for labels, value in found}
+
+
 __all__ = [
     "ORIGIN",
     "ROOT_DIR",
@@ -274,6 +283,7 @@ __all__ = [
     "drop_latest_checkpoint",
     "extend_world",
     "log_prefix",
+    "metric",
     "open_holdings",
     "raw_keys",
     "read_acks",
