@@ -83,7 +83,7 @@ max_backoff_s = 60
 
 [witness]
 enabled = true
-quorum = 0                             # witness cosignatures a head needs to count as witnessed
+quorum = 0                             # peer witness cosignatures an own checkpoint needs to count as witnessed
 """
 
 

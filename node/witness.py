@@ -75,6 +75,7 @@ class NodeWitness:
         signer: Signer,
         peers: Sequence[PeerConfig],
         enabled: bool = True,
+        quorum: int = 0,
         serve: Callable[[str], None] | None = None,
         publish: Callable[[dict[str, Any]], None] | None = None,
         metrics: Registry | None = None,
@@ -102,6 +103,13 @@ class NodeWitness:
         self._lock = threading.Lock()
         self._known: dict[str, int] = {}
         self._collected: tuple[int, dict[str, str]] = (-1, {})
+        # [witness] quorum: how many peer witnesses must cosign an own checkpoint for it to
+        # count as witnessed (at least one); turtles_witnessed_size is the largest such size.
+        self.quorum = max(quorum, 1)
+        self._witnessed_size = -1
+        self._metrics.gauge(
+            "turtles_witness_quorum", "Peer witness cosignatures an own checkpoint needs to count as witnessed"
+        ).set(self.quorum)
         self._recorded: set[tuple[str, str, str | None, str | None, int | None]] = set()
         for ev in self.evidence.all():
             self._take(ev, persist=False)
@@ -272,6 +280,11 @@ class NodeWitness:
         if self._serve is not None:
             self._serve(merged)
         self.holdings.update(self.holdings.graph.set_witnessed, cp.origin, cp.size, names)
+        if len(names) >= self.quorum and cp.size > self._witnessed_size:
+            self._witnessed_size = cp.size
+            self._metrics.gauge(
+                "turtles_witnessed_size", "Largest own-log size whose checkpoint reached the witness quorum"
+            ).set(cp.size)
         self._metrics.counter(
             "turtles_cosignatures_total", "Cosignatures made or collected", ("origin", "role")
         ).inc(origin=peer, role="collected")
@@ -307,7 +320,7 @@ async def witness_ctx(app: web.Application) -> AsyncIterator[None]:
     served = app[CHECKPOINTS]
     witness = await asyncio.to_thread(
         NodeWitness, holdings, name=config.node.origin, signer=runtime.signer, peers=config.peers,
-        enabled=config.witness.enabled, serve=served.set, publish=app[EQUIVOCATIONS].add,
+        enabled=config.witness.enabled, quorum=config.witness.quorum, serve=served.set, publish=app[EQUIVOCATIONS].add,
         metrics=app[METRICS],
     )
     app[WITNESS] = witness

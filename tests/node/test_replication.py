@@ -49,6 +49,7 @@ class Local:
     witness: NodeWitness
     served: list[str] = field(default_factory=list)
     published: list[dict[str, Any]] = field(default_factory=list)
+    metrics: Registry = field(default_factory=Registry)
 
     @property
     def vkey(self) -> str:
@@ -60,11 +61,11 @@ class Local:
                           user_agent=f"turtles-node/{LOCAL}", seed=7)
 
 
-def open_local(path: Path, key: SoftwareSigner, peers: list[PeerConfig]) -> Local:
+def open_local(path: Path, key: SoftwareSigner, peers: list[PeerConfig], quorum: int = 0) -> Local:
     holdings = Holdings.open(path, origin=LOCAL, signer=key, roots=RootsPolicy.any_self_signed(), create=True)
     local = Local(path, key, holdings, None)  # type: ignore[arg-type]
-    local.witness = NodeWitness(holdings, name=LOCAL, signer=key, peers=peers, serve=local.served.append,
-                                publish=local.published.append, metrics=Registry())
+    local.witness = NodeWitness(holdings, name=LOCAL, signer=key, peers=peers, quorum=quorum,
+                                serve=local.served.append, publish=local.published.append, metrics=local.metrics)
     return local
 
 
@@ -73,8 +74,8 @@ def local(tmp_path: Path) -> Iterator[Callable[..., Local]]:
     """Makes the replicating side (closed at the end of the test)."""
     made: list[Local] = []
 
-    def make(peers: list[PeerConfig], key: SoftwareSigner | None = None) -> Local:
-        loc = open_local(tmp_path / "local", key or SoftwareSigner.generate(), peers)
+    def make(peers: list[PeerConfig], key: SoftwareSigner | None = None, quorum: int = 0) -> Local:
+        loc = open_local(tmp_path / "local", key or SoftwareSigner.generate(), peers, quorum)
         made.append(loc)
         return loc
 
@@ -155,6 +156,27 @@ async def test_mirrors_witnesses_and_collects_cosignatures(tmp_path: Path, aioht
         await submit(alpha.url, org, ["pkg-5@1"], with_keys=False)
         assert (await rep.sync_once(alpha.origin)).state == "ok"
         assert mirror.size == 8 and loc.witness.core.size(alpha.origin) == 8
+
+
+@pytest.mark.parametrize(("quorum", "witnessed"), [(0, True), (1, True), (2, False)])
+async def test_witnessed_size_counts_only_checkpoints_that_reach_the_quorum(
+    tmp_path: Path, aiohttp_server: Server, local: Any, quorum: int, witnessed: bool,
+) -> None:
+    key = SoftwareSigner.generate()
+    me = PeerConfig("http://127.0.0.1:9", LOCAL, verifier_key(LOCAL, key.public_key.raw))
+    config, server = await honest_node(tmp_path / "alpha", aiohttp_server, [me])
+    alpha = peer_of(config, server)
+    await submit(alpha.url, Org("alpha"), ["pkg-0@1"])
+    loc: Local = local([alpha], key, quorum)  # one peer witness: a quorum of 2 is never reached
+    assert loc.holdings.own is not None
+    loc.holdings.own.append(Org("local").root_envelope())
+    async with manual(loc.replicator(alpha)) as rep:
+        status = await rep.sync_once(alpha.origin)
+        assert status.state == "ok" and status.push_error is None
+    text = loc.metrics.render()
+    assert f"turtles_witness_quorum {max(quorum, 1)}" in text
+    assert ("turtles_witnessed_size 1" in text) is witnessed
+    assert alpha.origin in loc.holdings.graph.witnesses(LOCAL, 0)  # cosigned either way
 
 
 async def test_background_tasks_follow_a_growing_log(tmp_path: Path, aiohttp_server: Server, local: Any) -> None:
