@@ -36,7 +36,7 @@ _FEW = 2
 """Runs of at most this many new hashes are read with point reads, longer ones by a scan."""
 
 _Rows = list[list[bytes]]
-"""Level ``floor + k`` -> its chunks, in order."""
+"""Level -> its chunks, in order (none below the floor)."""
 
 
 def floor_for(size: int, budget: int) -> int:
@@ -85,10 +85,25 @@ class HashCache:
         for i, (level, idx) in enumerate(coords):
             if level >= floor and idx >= 0 and (idx + 1) << level <= size:
                 o = (idx & _CHUNK_MASK) << 5
-                out[i] = rows[level - floor][idx >> CHUNK_SHIFT][o : o + 32]
+                out[i] = rows[level][idx >> CHUNK_SHIFT][o : o + 32]
             else:
                 missing.append(i)
         return missing
+
+    def get_all(self, coords: Sequence[tuple[int, int]]) -> list[bytes] | None:
+        """The cached hashes at ``coords``, or None if one of them is not cached.
+
+        The proofs' fast path: requires every coordinate to be non-negative (a planner's).
+        A hash a sync running in another thread has already added may be returned: every
+        cached hash is a stored one, and stored hashes never change.
+        """
+        rows = self._view[2]
+        try:
+            out = [rows[level][idx >> CHUNK_SHIFT][(idx & _CHUNK_MASK) << 5 : ((idx & _CHUNK_MASK) << 5) + 32]
+                   for level, idx in coords]
+        except IndexError:  # a level not cached, or a chunk not read yet
+            return None
+        return None if b"" in out else out  # b"": past the end of a level's last chunk
 
     def sync(self, store: LogStore, size: int) -> None:
         """Cache the levels the budget allows of the tree of ``size`` leaves (no-op if
@@ -99,13 +114,11 @@ class HashCache:
             if size <= old_size:
                 return
             floor = max(floor_for(size, self.budget), old_floor if old_size else 0)
-            top = size.bit_length()  # levels floor .. top-1 exist
-            rows: _Rows = [
-                old_rows[level - old_floor] if old_floor <= level < old_floor + len(old_rows) else []
-                for level in range(floor, max(top, floor))
-            ]
-            for k, chunks in enumerate(rows):
-                _extend(store, floor + k, chunks, size >> (floor + k))
+            top = size.bit_length()  # the tree has levels 0 .. top-1
+            # Indexed by level; the levels below the floor are empty and never filled.
+            rows: _Rows = [old_rows[level] if old_floor <= level < len(old_rows) else [] for level in range(top)]
+            for level in range(floor, top):
+                _extend(store, level, rows[level], size >> level)
             self._view = (size, floor, rows)
 
     def reset(self) -> None:

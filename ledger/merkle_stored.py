@@ -220,7 +220,51 @@ def prove_consistency(size1: int, size2: int, read: HashReader, memo: RangeMemo 
         CorruptionError: ``read`` returned the wrong number or size of hashes.
     """
     _check_sizes(size1, size2)
-    return _range_hashes(_consistency_ranges(size1, size2), read, memo)
+    if size1 == 0 or size1 == size2:
+        return []
+    # RFC 9162's SUBPROOF walked down from the root, one proof element per step, each the
+    # hash of one perfect subtree -- except at most one: the right part cut off at the first
+    # step to the left while still on the tree's right edge, folded (and remembered in
+    # ``memo``) like an inclusion proof's right part. The elements come out root side first.
+    lo, hi, whole = 0, size2, True
+    coords: list[Coord] = []
+    edge, edge_at, edge_hash = (0, 0), -1, None
+    while size1 != hi:
+        k = 1 << ((hi - lo - 1).bit_length() - 1)  # the largest power of two below hi - lo
+        if size1 <= lo + k:
+            width = hi - lo - k
+            if width & (width - 1):  # not a power of two: the right edge
+                edge, edge_at = (lo + k, hi), len(coords)
+            else:
+                level = width.bit_length() - 1
+                coords.append((level, (lo + k) >> level))
+            hi = lo + k
+        else:
+            level = k.bit_length() - 1
+            coords.append((level, lo >> level))
+            lo += k
+            whole = False
+    if not whole:  # [lo, hi) is a perfect subtree: every node below the first left step is
+        level = (hi - lo).bit_length() - 1
+        coords.append((level, lo >> level))
+    edge_coords: list[Coord] = []
+    if edge_at >= 0:
+        edge_hash = memo.get(edge) if memo is not None else None
+        if edge_hash is None:
+            edge_coords = _range_coords(*edge)
+    hashes = _read(read, coords + edge_coords)
+    proof = hashes[: len(coords)]
+    if edge_at >= 0:
+        if edge_hash is None:
+            folded = hashes[len(coords) :]
+            edge_hash = folded[-1]
+            for left in reversed(folded[:-1]):
+                edge_hash = node_hash(left, edge_hash)
+            if memo is not None:
+                memo[edge] = edge_hash
+        proof.insert(edge_at, edge_hash)
+    proof.reverse()
+    return proof
 
 
 # --- internals -----------------------------------------------------------------------------
@@ -251,45 +295,6 @@ def range_coords(lo: int, hi: int) -> list[Coord]:
     """The stored hashes (perfect subtrees, largest first) whose fold is the hash of leaves
     ``[lo, hi)``, for a range :func:`inclusion_ranges` or a consistency proof produces."""
     return _range_coords(lo, hi)
-
-
-def _range_hashes(ranges: Sequence[tuple[int, int]], read: HashReader, memo: RangeMemo | None) -> list[bytes]:
-    """The hash of each leaf range: plan, one read, fold -- in one pass over the ranges.
-
-    A range of a power-of-two width is one perfect subtree (the planners align every range),
-    so its hash is one stored hash; only the others are folded, and remembered in ``memo``.
-    """
-    out: list[bytes] = []
-    plan: list[Coord] = []
-    direct: list[tuple[int, int]] = []  # (position in out, position in plan)
-    folds: list[tuple[int, int, int]] = []  # (position in out, first position in plan, count)
-    for lo, hi in ranges:
-        width = hi - lo
-        if width & (width - 1) == 0:
-            level = width.bit_length() - 1
-            direct.append((len(out), len(plan)))
-            plan.append((level, lo >> level))
-            out.append(b"")
-            continue
-        known = memo.get((lo, hi)) if memo is not None else None
-        if known is not None:
-            out.append(known)
-            continue
-        coords = _range_coords(lo, hi)
-        folds.append((len(out), len(plan), len(coords)))
-        plan += coords
-        out.append(b"")
-    hashes = _read(read, plan)
-    for i, pos in direct:
-        out[i] = hashes[pos]
-    for i, pos, count in folds:
-        h = hashes[pos + count - 1]
-        for left in reversed(hashes[pos : pos + count - 1]):
-            h = node_hash(left, h)
-        out[i] = h
-        if memo is not None:
-            memo[ranges[i]] = h
-    return out
 
 
 def _plan(ranges: Sequence[tuple[int, int]]) -> list[Coord]:
@@ -328,6 +333,8 @@ def _read(read: HashReader, plan: list[Coord]) -> list[bytes]:
             f"stored-hash reader returned {len(hashes)} hashes for {len(plan)} coordinates",
             coords=plan,
         )
+    if len(set(map(len, hashes))) == 1 and len(hashes[0]) == HASH_SIZE:  # the usual case, checked in C
+        return hashes
     for coord, h in zip(plan, hashes, strict=True):
         if len(h) != HASH_SIZE:
             raise CorruptionError(

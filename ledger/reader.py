@@ -66,6 +66,12 @@ class LogReader:
                 found[pos] = h
         return found  # type: ignore[return-value]  # every None was filled
 
+    def _proof_hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
+        """:meth:`stored_hashes` for the proof planners (valid coordinates only): one list
+        comprehension over the cache when it holds them all."""
+        found = self._hashes.get_all(coords)
+        return found if found is not None else self.stored_hashes(coords)
+
     def _range_memo(self) -> dict[tuple[int, int], bytes]:
         if len(self._ranges) >= MAX_RANGES:
             self._ranges = {}
@@ -114,21 +120,21 @@ class LogReader:
     def root_at(self, size: int) -> bytes:
         """Merkle root of the first ``size`` entries (0 <= size <= current size)."""
         self._check_size(size)
-        return merkle.tree_hash(size, self.stored_hashes)
+        return merkle.tree_hash(size, self._proof_hashes)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """Proof that entry ``index`` is in the tree of ``size``; requires index < size <= current."""
         self._check_size(size)
         if not 0 <= index < size:
             raise ProofError(f"no inclusion proof: index {index} is not below size {size}")
-        return merkle.prove_inclusion(index, size, self.stored_hashes, self._range_memo())
+        return merkle.prove_inclusion(index, size, self._proof_hashes, self._range_memo())
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """Proof that the tree of ``size1`` is a prefix of the tree of ``size2``."""
         self._check_size(size2)
         if not 0 <= size1 <= size2:
             raise ProofError(f"no consistency proof from size {size1} to {size2}")
-        return merkle.prove_consistency(size1, size2, self.stored_hashes, self._range_memo())
+        return merkle.prove_consistency(size1, size2, self._proof_hashes, self._range_memo())
 
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self._head.size:
