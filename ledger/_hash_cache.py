@@ -1,7 +1,7 @@
 """An in-memory copy of a log's stored Merkle hashes, for :class:`ledger.reader.LogReader`.
 
 Every level of the tree from the top down to a *floor* is held as 32-byte hashes packed into
-``bytes`` chunks of :data:`CHUNK` hashes (one object per 32 KiB, not one per hash: a third
+``bytes`` chunks of :data:`CHUNK` hashes (one object per 8 KiB, not one per hash: a third
 of the memory of a list of ``bytes``, and a hash is one slice). The floor is the lowest level
 whose hashes, with every level above it, fit in the byte budget; the levels below it are
 read from the store each time. At 10^6 entries every level takes ~61 MiB.
@@ -27,9 +27,9 @@ from collections.abc import Iterator, Sequence
 from ledger.errors import CorruptionError
 from ledger.store import LogStore
 
-CHUNK_SHIFT = 10
+CHUNK_SHIFT = 8
 CHUNK = 1 << CHUNK_SHIFT
-"""Hashes per chunk (32 KiB)."""
+"""Hashes per chunk (8 KiB: the partial last chunk of a level is copied when it grows)."""
 _CHUNK_MASK = CHUNK - 1
 _CHUNK_BYTES = CHUNK * 32
 _FEW = 2
