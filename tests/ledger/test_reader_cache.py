@@ -1,12 +1,14 @@
 """Tests for the stored-hash cache behind LogReader (ledger._hash_cache): proofs and roots read
 through it equal the list-based reference in ledger.merkle for random sizes and indexes, as
 the log grows, on both sides of the byte budget, and after reopening; a damaged store is
-refused without caching anything wrong."""
+refused without caching anything wrong; proofs from other threads stay right while it grows."""
 
 from __future__ import annotations
 
 import hashlib
+import random
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,3 +136,44 @@ def test_a_stored_hash_of_the_wrong_size_is_refused() -> None:
         with pytest.raises(CorruptionError, match="not 32 bytes"):
             cache.sync(store, 50)
         assert cache.size == 0
+
+
+def test_proofs_from_threads_stay_right_while_the_log_grows_and_levels_are_dropped() -> None:
+    """Readers take no lock: proofs served from other threads while the head moves (and the
+    budget makes the cache drop its lowest levels) still verify against the reference root."""
+    with _store() as store:
+        leaves: list[bytes] = []
+        _grow(store, leaves, 1)
+        reader = _Reader(store)
+        reader.set_hash_cache_bytes(40_000)  # all levels at first, fewer by the end
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def prove(seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                while not done.is_set():
+                    size = reader.size
+                    i = rng.randrange(size)
+                    root = merkle.root_hash(leaves[:size])
+                    merkle.verify_inclusion(leaves[i], i, size, reader.inclusion_proof(i, size), root)
+                    m = rng.randrange(size + 1)
+                    merkle.verify_consistency(m, size, reader.consistency_proof(m, size),
+                                              merkle.root_hash(leaves[:m]), root)
+            except BaseException as e:  # reported by the main thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=prove, args=(seed,)) for seed in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            for size in range(50, 2000, 50):
+                _grow(store, leaves, size)
+                reader.follow()
+        finally:
+            done.set()
+            for t in threads:
+                t.join()
+        assert not errors, errors[0]
+        assert 0 < reader.hash_cache_bytes <= 40_000
+        assert reader.root_at(len(leaves)) == merkle.root_hash(leaves)
