@@ -1,42 +1,44 @@
 """An in-memory copy of a log's stored Merkle hashes, for :class:`ledger.reader.LogReader`.
 
-Every level of the tree from the top down to a *floor* is held as 32-byte hashes packed into
-``bytes`` chunks of :data:`CHUNK` hashes (one object per 8 KiB, not one per hash: a third
-of the memory of a list of ``bytes``, and a hash is one slice). The floor is the lowest level
-whose hashes, with every level above it, fit in the byte budget; the levels below it are
-read from the store each time. At 10^6 entries every level takes ~61 MiB.
+Every level of the tree from the top down to a *floor* is held as its 32-byte hashes packed
+one after another in one private anonymous ``mmap`` per level (slicing it makes the ``bytes``
+of a hash in one step; 32 bytes a hash, not the ~90 of a list of ``bytes``). The floor is the
+lowest level whose hashes, with every level above it, fit in the byte budget; the levels
+below it are read from the store each time. At 10^6 entries every level takes ~61 MiB.
 
 Invariants:
 
 * Stored hashes never change once written, so what is cached is never stale; the copy holds,
-  at each level >= floor, exactly the hashes of the tree of :attr:`HashCache.size` leaves.
+  at each level >= floor, exactly the hashes of the tree of :attr:`HashCache.size` leaves
+  (bytes of a level's buffer past them are not hashes: only reads within that size are
+  made, which is why the proof readers require the cache to cover the proof's tree).
 * :meth:`HashCache.sync` brings the copy to a larger size by reading only what that size
-  added (one range scan per level), under a lock; the floor only rises, dropping levels.
-* Readers take no lock: they read one immutable view tuple and slices of immutable chunks.
-  A chunk list is only appended to, or has its last, partial chunk replaced by a longer one
-  with the same prefix, so a view read before a sync stays valid.
+  added (one range scan per level), under a lock; the size never decreases. Levels leave
+  (the floor rises) as the tree outgrows the budget, or join when the budget is raised.
+* Readers take no lock: they read one view tuple, then slices of buffers that are only
+  written past the size that view covers (a buffer that must grow is copied to a new one).
 * A hash that is missing from the store or not 32 bytes stops the sync with a
-  :class:`~ledger.errors.CorruptionError`, before anything wrong is cached.
+  :class:`~ledger.errors.CorruptionError`, before the view covers anything wrong.
 """
 
 from __future__ import annotations
 
+import mmap
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from ledger.errors import CorruptionError
 from ledger.store import LogStore
 
-CHUNK_SHIFT = 8
-CHUNK = 1 << CHUNK_SHIFT
-"""Hashes per chunk (8 KiB: the partial last chunk of a level is copied when it grows)."""
-_CHUNK_MASK = CHUNK - 1
-_CHUNK_BYTES = CHUNK * 32
 _FEW = 2
 """Runs of at most this many new hashes are read with point reads, longer ones by a scan."""
+_RUN = 1 << 10
+"""Hashes per run of a scan (32 KiB)."""
+_HUGE = 2 << 20
+"""Size of a transparent huge page (x86-64, arm64 with 4 KiB pages)."""
 
-_Rows = list[list[bytes]]
-"""Level -> its chunks, in order (none below the floor)."""
+_Buffer = mmap.mmap | bytes
+_Rows = list[_Buffer]
+"""Level -> its hashes, packed (``b""`` below the floor)."""
 
 
 def floor_for(size: int, budget: int) -> int:
@@ -61,21 +63,27 @@ class HashCache:
     """Levels >= :attr:`floor` of one log's stored hashes, for a tree size that only grows."""
 
     def __init__(self, budget: int) -> None:
-        if budget < 0:
-            raise ValueError(f"hash cache budget {budget} is negative")
         self.budget = budget
         self._lock = threading.Lock()
         self._view: tuple[int, int, _Rows] = (0, 0, [])  # (size, floor, rows)
+        self._applied = budget  # the budget the view was made with
 
     @property
     def size(self) -> int:
-        """The tree size the cached levels are complete for."""
+        """The tree size the cached levels are complete for (it never decreases)."""
         return self._view[0]
 
     @property
     def floor(self) -> int:
         """The lowest cached level (levels below it are not cached)."""
         return self._view[1]
+
+    def set_budget(self, store: LogStore, budget: int) -> None:
+        """Hold the levels ``budget`` bytes allow from now on (dropping or reading levels)."""
+        if budget < 0:
+            raise ValueError(f"hash cache budget {budget} is negative")
+        self.budget = budget
+        self.sync(store, self.size)
 
     def get(self, coords: Sequence[tuple[int, int]], out: list[bytes | None]) -> list[int]:
         """Fill ``out[i]`` with the cached hash at ``coords[i]`` where there is one; returns
@@ -84,73 +92,83 @@ class HashCache:
         missing = []
         for i, (level, idx) in enumerate(coords):
             if level >= floor and idx >= 0 and (idx + 1) << level <= size:
-                o = (idx & _CHUNK_MASK) << 5
-                out[i] = rows[level][idx >> CHUNK_SHIFT][o : o + 32]
+                out[i] = rows[level][idx << 5 : (idx << 5) + 32]
             else:
                 missing.append(i)
         return missing
 
     def get_all(self, coords: Sequence[tuple[int, int]]) -> list[bytes] | None:
-        """The cached hashes at ``coords``, or None if one of them is not cached.
+        """The cached hashes at ``coords``, or None if one of them is below the floor.
 
-        The proofs' fast path: requires every coordinate to be non-negative (a planner's).
-        A hash a sync running in another thread has already added may be returned: every
-        cached hash is a stored one, and stored hashes never change.
+        The proofs' fast path: requires non-negative coordinates inside the tree of
+        :attr:`size` leaves (a planner's, for a tree no larger than the cache's).
         """
         rows = self._view[2]
         try:
-            out = [rows[level][idx >> CHUNK_SHIFT][(idx & _CHUNK_MASK) << 5 : ((idx & _CHUNK_MASK) << 5) + 32]
-                   for level, idx in coords]
-        except IndexError:  # a level not cached, or a chunk not read yet
+            out = [rows[level][idx << 5 : (idx << 5) + 32] for level, idx in coords]
+        except IndexError:  # a level above the cache's top: not inside its tree
             return None
-        return None if b"" in out else out  # b"": past the end of a level's last chunk
+        return None if b"" in out else out  # b"": a level below the floor
+
+    def path(self, index: int, height: int) -> list[bytes] | None:
+        """The cached siblings on leaf ``index``'s path, levels ``0 .. height-1`` (a
+        :data:`ledger.merkle_stored.PathReader`), or None if a level is not cached. Requires
+        the path to lie inside the tree of :attr:`size` leaves, as :meth:`get_all` does."""
+        rows = self._view[2]
+        try:
+            out = [rows[level][(o := ((index >> level) ^ 1) << 5) : o + 32] for level in range(height)]
+        except IndexError:
+            return None
+        return None if b"" in out else out
 
     def sync(self, store: LogStore, size: int) -> None:
         """Cache the levels the budget allows of the tree of ``size`` leaves (no-op if
-        :attr:`size` is already as large). Raises CorruptionError or StorageError from the
-        store; what was read before the error stays cached and correct."""
+        :attr:`size` is already as large and the budget unchanged). Raises CorruptionError or
+        StorageError from the store, leaving the cache as it was."""
         with self._lock:
             old_size, old_floor, old_rows = self._view
-            if size <= old_size:
+            size = max(size, old_size)
+            if size == old_size and self._applied == self.budget:
                 return
-            floor = max(floor_for(size, self.budget), old_floor if old_size else 0)
+            floor = floor_for(size, self.budget)
             top = size.bit_length()  # the tree has levels 0 .. top-1
-            # Indexed by level; the levels below the floor are empty and never filled.
-            rows: _Rows = [old_rows[level] if old_floor <= level < len(old_rows) else [] for level in range(top)]
+            rows: _Rows = [b""] * top
             for level in range(floor, top):
-                _extend(store, level, rows[level], size >> level)
-            self._view = (size, floor, rows)
-
-    def reset(self) -> None:
-        """Forget everything (the next :meth:`sync` reads the levels afresh)."""
-        with self._lock:
-            self._view = (0, 0, [])
+                have = old_size >> level if old_floor <= level < len(old_rows) else 0
+                rows[level] = _extend(store, level, old_rows[level] if have else b"", have, size >> level)
+            self._view, self._applied = (size, floor, rows), self.budget
 
 
-def _count(chunks: list[bytes]) -> int:
-    return 0 if not chunks else (len(chunks) - 1) * CHUNK + len(chunks[-1]) // 32
+def _buffer(size: int) -> mmap.mmap:
+    """A zeroed private buffer of at least ``size`` bytes; 2 MiB pages when it is that large
+    (the kernel's transparent huge pages, on request): a proof reads ~20 hashes at random
+    places of ~64 MiB, and with 4 KiB pages each one also missed the TLB (~90 ns each)."""
+    if size < _HUGE:
+        return mmap.mmap(-1, max(size, mmap.PAGESIZE), flags=mmap.MAP_PRIVATE)
+    buf = mmap.mmap(-1, -(-size // _HUGE) * _HUGE, flags=mmap.MAP_PRIVATE)
+    if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux only; elsewhere, ordinary pages
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    return buf
 
 
-def _extend(store: LogStore, level: int, chunks: list[bytes], want: int) -> None:
-    """Append the stored hashes ``_count(chunks) <= index < want`` of ``level`` to ``chunks``."""
-    have = _count(chunks)
-    if have >= want:
-        return
+def _extend(store: LogStore, level: int, buf: _Buffer, have: int, want: int) -> _Buffer:
+    """``buf`` (holding hashes ``0 .. have-1`` of ``level``) with hashes ``have .. want-1``
+    written after them; a new, larger buffer if it has no room (a reader may still hold it)."""
+    if want == have:
+        return buf
+    if len(buf) < want * 32:
+        new = _buffer(want * 64)
+        new[: have * 32] = buf[: have * 32]
+        buf = new
+    assert isinstance(buf, mmap.mmap)  # b"" has no room for anything
     if want - have <= _FEW:
-        runs: Iterator[bytes] = iter([b"".join(store.hashes([(level, i) for i in range(have, want)]))])
-    else:
-        runs = store.hash_runs(level, have, want, CHUNK)
-    for run in runs:
-        # Each run ends at a chunk boundary or at ``want``; it fills the partial chunk first.
-        if chunks and len(chunks[-1]) < _CHUNK_BYTES:
-            room = _CHUNK_BYTES - len(chunks[-1])
-            chunks[-1] += run[:room]
-            run = run[room:]
-        for off in range(0, len(run), _CHUNK_BYTES):
-            chunks.append(run[off : off + _CHUNK_BYTES])
-    if _count(chunks) != want:  # the store's reads check this; a guard against a miscount
-        raise CorruptionError(f"stored hashes of level {level}: {_count(chunks)} cached, want {want}",
-                              level=level)
+        buf[have * 32 : want * 32] = b"".join(store.hashes([(level, i) for i in range(have, want)]))
+        return buf
+    at = have * 32
+    for run in store.hash_runs(level, have, want, _RUN):
+        buf[at : at + len(run)] = run
+        at += len(run)
+    return buf
 
 
-__all__ = ["CHUNK", "HashCache", "cached_bytes", "floor_for"]
+__all__ = ["HashCache", "cached_bytes", "floor_for"]

@@ -11,7 +11,8 @@ Invariants:
   caller's reader) and *assemble* (fold into proof elements), so the same proof can come
   from LevelDB, from tiles over HTTP or from a bundle.
 * Every function makes at most one call to its reader, and checks what the reader returns:
-  the wrong number or size of hashes is a :class:`ledger.errors.CorruptionError`.
+  the wrong number or size of hashes is a :class:`ledger.errors.CorruptionError` (a
+  :data:`PathReader`, which an inclusion proof may also ask once, is checked for the number).
 * A proof built here equals the one the list-based API builds from the same leaves.
 """
 
@@ -38,6 +39,13 @@ Coord = tuple[int, int]
 
 HashReader = Callable[[Sequence[Coord]], Sequence[bytes]]
 """Reads the stored hashes at the given coordinates, in order, in one batch."""
+
+PathReader = Callable[[int, int], "list[bytes] | None"]
+"""``path(index, height)``: the stored hashes at ``(level, (index >> level) ^ 1)`` for
+``level < height`` -- the siblings on leaf ``index``'s path up its perfect subtree of
+``2**height`` leaves -- in a new list, or None when it does not hold them all. Its hashes are
+trusted to be 32 bytes (the reader's cache checked them when it read them from the store).
+"""
 
 RangeMemo = MutableMapping[tuple[int, int], bytes]
 """Hashes of leaf ranges ``[lo, hi)`` that are not one stored subtree (the right edge of a
@@ -147,16 +155,19 @@ def assemble_inclusion(index: int, size: int, hashes: Sequence[bytes]) -> list[b
     return _assemble(_inclusion_ranges(index, size), hashes)
 
 
-def prove_inclusion(index: int, size: int, read: HashReader, memo: RangeMemo | None = None) -> list[bytes]:
+def prove_inclusion(
+    index: int, size: int, read: HashReader, memo: RangeMemo | None = None, path: PathReader | None = None
+) -> list[bytes]:
     """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves, from stored hashes.
 
     Requires ``0 <= index < size`` and the first ``size`` leaves stored. Makes one call to
     ``read`` for O(log size) hashes; the result equals :func:`inclusion_proof`'s. ``memo``
-    (optional) remembers the hashes of right-edge ranges between calls.
+    (optional) remembers the hashes of right-edge ranges between calls; ``path`` (optional)
+    is asked first for the siblings on the leaf's path, which are then not read.
 
     Raises:
         InputError: the preconditions do not hold.
-        CorruptionError: ``read`` returned the wrong number or size of hashes.
+        CorruptionError: ``read`` (or ``path``) returned the wrong number or size of hashes.
     """
     _check_index(index, size)
     # The tree of ``size`` is a row of perfect subtrees, largest first. The proof of a leaf
@@ -172,7 +183,10 @@ def prove_inclusion(index: int, size: int, read: HashReader, memo: RangeMemo | N
             break
         lefts.append((height, lo >> height))
         lo += width
-    coords = [(level, (index >> level) ^ 1) for level in range(height)]
+    known = path(index, height) if path is not None else None
+    if known is not None and len(known) != height:
+        raise CorruptionError(f"path reader returned {len(known)} hashes for {height} levels")
+    coords = [(level, (index >> level) ^ 1) for level in range(height)] if known is None else []
     right = (lo + width, size)
     right_hash = None
     if right[0] < size:
@@ -182,17 +196,20 @@ def prove_inclusion(index: int, size: int, read: HashReader, memo: RangeMemo | N
         right_coords = []
     lefts.reverse()
     hashes = _read(read, coords + right_coords + lefts)
-    proof = hashes[:height]
+    if known is None:
+        proof, hashes = hashes[:height], hashes[height:]
+    else:
+        proof = known
     if right[0] < size:
         if right_hash is None:
-            folded = hashes[height : height + len(right_coords)]
+            folded = hashes[: len(right_coords)]
             right_hash = folded[-1]
             for left in reversed(folded[:-1]):
                 right_hash = node_hash(left, right_hash)
             if memo is not None and len(right_coords) > 1:
                 memo[right] = right_hash
         proof.append(right_hash)
-    proof += hashes[height + len(right_coords) :]
+    proof += hashes[len(right_coords) :]
     return proof
 
 
@@ -357,6 +374,7 @@ def _check_input_hash(h: bytes, what: str) -> None:
 __all__ = [
     "Coord",
     "HashReader",
+    "PathReader",
     "RangeMemo",
     "assemble_consistency",
     "assemble_inclusion",

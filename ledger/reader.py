@@ -40,11 +40,9 @@ class LogReader:
         self._ranges: dict[tuple[int, int], bytes] = {}
 
     def set_hash_cache_bytes(self, budget: int) -> None:
-        """Bound the memory of the stored-hash cache to ``budget`` bytes (0: no cache); the
-        cache is read again on the next proof."""
-        if budget < 0:
-            raise ValueError(f"hash cache budget {budget} is negative")
-        self._hashes = HashCache(budget)
+        """Bound the memory of the stored-hash cache to ``budget`` bytes (0: no cache): the
+        levels that no longer fit are dropped now, those that fit again are read now."""
+        self._hashes.set_budget(self._store, budget)
 
     @property
     def hash_cache_bytes(self) -> int:
@@ -66,9 +64,17 @@ class LogReader:
                 found[pos] = h
         return found  # type: ignore[return-value]  # every None was filled
 
+    def _synced(self) -> HashCache:
+        """The hash cache, brought up to the head: the precondition of its proof readers
+        (:meth:`_proof_hashes` and :meth:`HashCache.path`) for trees up to the head."""
+        cache = self._hashes
+        if cache.size < self._head.size:
+            cache.sync(self._store, self._head.size)
+        return cache
+
     def _proof_hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
-        """:meth:`stored_hashes` for the proof planners (valid coordinates only): one list
-        comprehension over the cache when it holds them all."""
+        """:meth:`stored_hashes` for the proof planners, after :meth:`_synced`: one list
+        comprehension over the cache when it holds every level."""
         found = self._hashes.get_all(coords)
         return found if found is not None else self.stored_hashes(coords)
 
@@ -120,6 +126,7 @@ class LogReader:
     def root_at(self, size: int) -> bytes:
         """Merkle root of the first ``size`` entries (0 <= size <= current size)."""
         self._check_size(size)
+        self._synced()
         return merkle.tree_hash(size, self._proof_hashes)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
@@ -127,13 +134,14 @@ class LogReader:
         self._check_size(size)
         if not 0 <= index < size:
             raise ProofError(f"no inclusion proof: index {index} is not below size {size}")
-        return merkle.prove_inclusion(index, size, self._proof_hashes, self._range_memo())
+        return merkle.prove_inclusion(index, size, self._proof_hashes, self._range_memo(), self._synced().path)
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """Proof that the tree of ``size1`` is a prefix of the tree of ``size2``."""
         self._check_size(size2)
         if not 0 <= size1 <= size2:
             raise ProofError(f"no consistency proof from size {size1} to {size2}")
+        self._synced()
         return merkle.prove_consistency(size1, size2, self._proof_hashes, self._range_memo())
 
     def _check_size(self, size: int) -> None:

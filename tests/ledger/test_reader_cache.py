@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import merkle
-from ledger._hash_cache import CHUNK, HashCache, cached_bytes, floor_for
+from ledger._hash_cache import HashCache, cached_bytes, floor_for
 from ledger.errors import CorruptionError
 from ledger.reader import LogReader
 from ledger.store import Batch, Database, Head, LogStore
@@ -67,10 +67,11 @@ def _check(reader: LogReader, leaves: list[bytes], picks: list[tuple[int, int]])
 @given(
     steps=st.lists(st.integers(1, 700), min_size=1, max_size=4),
     budget=st.sampled_from([0, 32, 100, 1000, 5000, 20_000, 1 << 20]),
+    budget2=st.sampled_from([0, 1000, 20_000, 1 << 20]),
     picks=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), min_size=1, max_size=12),
 )
 def test_proofs_through_the_cache_equal_the_reference_as_the_log_grows(
-    steps: list[int], budget: int, picks: list[tuple[int, int]]
+    steps: list[int], budget: int, budget2: int, picks: list[tuple[int, int]]
 ) -> None:
     with _store() as store:
         leaves: list[bytes] = []
@@ -88,6 +89,9 @@ def test_proofs_through_the_cache_equal_the_reference_as_the_log_grows(
         again = LogReader(store)  # a reopened reader, default budget, agrees
         again.set_hash_cache_bytes(budget)
         _check(again, leaves, picks)
+        reader.set_hash_cache_bytes(budget2)  # levels join or leave at once
+        assert reader.hash_cache_bytes == cached_bytes(len(leaves), floor_for(len(leaves), budget2))
+        _check(reader, leaves, picks)
 
 
 def test_a_reader_serves_only_up_to_its_head_while_the_store_is_ahead() -> None:
@@ -97,12 +101,12 @@ def test_a_reader_serves_only_up_to_its_head_while_the_store_is_ahead() -> None:
         leaves: list[bytes] = []
         _grow(store, leaves, 300)
         reader = _Reader(store)
-        _grow(store, leaves, 3 * CHUNK + 5)  # the store moves on, this reader's head does not
+        _grow(store, leaves, 773)  # the store moves on, this reader's head does not
         assert reader.size == 300
         assert reader.inclusion_proof(299, 300) == merkle.inclusion_proof(leaves, 299, 300)
         assert reader.stored_hashes([(0, 700), (1, 350)]) == [leaves[700], merkle.root_hash(leaves[700:702])]
         reader.follow()
-        _check(reader, leaves, [(len(leaves) - 1, k) for k in (0, CHUNK - 1, CHUNK, 2 * CHUNK + 7, 10**6)])
+        _check(reader, leaves, [(len(leaves) - 1, k) for k in (0, 255, 256, 519, 10**6)])
 
 
 def test_floor_for_keeps_the_top_levels_within_the_budget() -> None:
