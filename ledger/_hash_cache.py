@@ -110,13 +110,13 @@ class HashCache:
             return None
         return None if b"" in out else out  # b"": a level below the floor
 
-    def path(self, index: int, height: int) -> list[bytes] | None:
-        """The cached siblings on leaf ``index``'s path, levels ``0 .. height-1`` (a
+    def path(self, index: int, low: int, high: int) -> list[bytes] | None:
+        """The cached siblings on leaf ``index``'s path, levels ``low .. high-1`` (a
         :data:`ledger.merkle_stored.PathReader`), or None if a level is not cached. Requires
         the path to lie inside the tree of :attr:`size` leaves, as :meth:`get_all` does."""
         rows = self._view[2]
         try:
-            out = [rows[level][(o := ((index >> level) ^ 1) << 5) : o + 32] for level in range(height)]
+            out = [rows[level][(o := ((index >> level) ^ 1) << 5) : o + 32] for level in range(low, high)]
         except IndexError:
             return None
         return None if b"" in out else out

@@ -40,11 +40,11 @@ Coord = tuple[int, int]
 HashReader = Callable[[Sequence[Coord]], Sequence[bytes]]
 """Reads the stored hashes at the given coordinates, in order, in one batch."""
 
-PathReader = Callable[[int, int], "list[bytes] | None"]
-"""``path(index, height)``: the stored hashes at ``(level, (index >> level) ^ 1)`` for
-``level < height`` -- the siblings on leaf ``index``'s path up its perfect subtree of
-``2**height`` leaves -- in a new list, or None when it does not hold them all. Its hashes are
-trusted to be 32 bytes (the reader's cache checked them when it read them from the store).
+PathReader = Callable[[int, int, int], "list[bytes] | None"]
+"""``path(index, low, high)``: the stored hashes at ``(level, (index >> level) ^ 1)`` for
+``low <= level < high`` -- siblings on leaf ``index``'s path up a perfect subtree of at
+least ``2**high`` leaves -- in a new list, or None when it does not hold them all. Its
+hashes are trusted to be 32 bytes (the reader's cache checked them when it read them).
 """
 
 RangeMemo = MutableMapping[tuple[int, int], bytes]
@@ -170,11 +170,23 @@ def prove_inclusion(
         CorruptionError: ``read`` (or ``path``) returned the wrong number or size of hashes.
     """
     _check_index(index, size)
-    # The tree of ``size`` is a row of perfect subtrees, largest first. The proof of a leaf
-    # in subtree j is its path inside that subtree (one stored hash per level, leaf side
-    # first), then the hash of everything right of subtree j (a fold of the later subtrees,
-    # remembered in ``memo``), then the roots of the subtrees left of j, nearest first --
-    # RFC 9162's PATH unrolled, so that each element costs one coordinate, not one range.
+    return _prove_path(index, 0, size, None, read, memo, path)
+
+
+def _prove_path(
+    index: int, low: int, size: int, seed: Coord | None, read: HashReader, memo: RangeMemo | None,
+    path: PathReader | None,
+) -> list[bytes]:
+    """RFC 9162's PATH of leaf ``index`` in the tree of ``size`` from level ``low`` up, after
+    the stored hash at ``seed`` (if any): an inclusion proof for ``low == 0``, a consistency
+    proof from the size whose last perfect subtree is ``seed`` (level ``low``) otherwise.
+
+    The tree of ``size`` is a row of perfect subtrees, largest first. The path of a leaf in
+    subtree j is one stored hash per level inside that subtree (leaf side first), then the
+    hash of everything right of subtree j (a fold of the later subtrees, remembered in
+    ``memo``), then the roots of the subtrees left of j, nearest first -- unrolled, so that
+    each element costs one coordinate, not one range.
+    """
     lo, lefts = 0, []
     while True:
         height = (size - lo).bit_length() - 1
@@ -183,10 +195,13 @@ def prove_inclusion(
             break
         lefts.append((height, lo >> height))
         lo += width
-    known = path(index, height) if path is not None else None
-    if known is not None and len(known) != height:
-        raise CorruptionError(f"path reader returned {len(known)} hashes for {height} levels")
-    coords = [(level, (index >> level) ^ 1) for level in range(height)] if known is None else []
+    count = max(height - low, 0)
+    known = path(index, low, height) if path is not None and count else None
+    if known is not None and len(known) != count:
+        raise CorruptionError(f"path reader returned {len(known)} hashes for {count} levels")
+    coords = [] if seed is None else [seed]
+    if known is None:
+        coords += [(level, (index >> level) ^ 1) for level in range(low, height)]
     right = (lo + width, size)
     right_hash = None
     if right[0] < size:
@@ -197,9 +212,10 @@ def prove_inclusion(
     lefts.reverse()
     hashes = _read(read, coords + right_coords + lefts)
     if known is None:
-        proof, hashes = hashes[:height], hashes[height:]
+        proof, hashes = hashes[: len(coords)], hashes[len(coords) :]
     else:
-        proof = known
+        proof = hashes[:1] + known if seed is not None else known
+        hashes = hashes[1:] if seed is not None else hashes
     if right[0] < size:
         if right_hash is None:
             folded = hashes[: len(right_coords)]
@@ -225,63 +241,28 @@ def assemble_consistency(size1: int, size2: int, hashes: Sequence[bytes]) -> lis
     return _assemble(_consistency_ranges(size1, size2), hashes)
 
 
-def prove_consistency(size1: int, size2: int, read: HashReader, memo: RangeMemo | None = None) -> list[bytes]:
+def prove_consistency(
+    size1: int, size2: int, read: HashReader, memo: RangeMemo | None = None, path: PathReader | None = None
+) -> list[bytes]:
     """The consistency proof from ``size1`` to ``size2``, from stored hashes.
 
     Requires ``0 <= size1 <= size2`` and the first ``size2`` leaves stored. Makes at most
-    one call to ``read``; the result equals :func:`consistency_proof`'s. ``memo`` as for
-    :func:`prove_inclusion`.
+    one call to ``read``; the result equals :func:`consistency_proof`'s. ``memo`` and
+    ``path`` as for :func:`prove_inclusion`.
 
     Raises:
         InputError: the preconditions do not hold.
-        CorruptionError: ``read`` returned the wrong number or size of hashes.
+        CorruptionError: ``read`` (or ``path``) returned the wrong number or size of hashes.
     """
     _check_sizes(size1, size2)
     if size1 == 0 or size1 == size2:
         return []
-    # RFC 9162's SUBPROOF walked down from the root, one proof element per step, each the
-    # hash of one perfect subtree -- except at most one: the right part cut off at the first
-    # step to the left while still on the tree's right edge, folded (and remembered in
-    # ``memo``) like an inclusion proof's right part. The elements come out root side first.
-    lo, hi, whole = 0, size2, True
-    coords: list[Coord] = []
-    edge, edge_at, edge_hash = (0, 0), -1, None
-    while size1 != hi:
-        k = 1 << ((hi - lo - 1).bit_length() - 1)  # the largest power of two below hi - lo
-        if size1 <= lo + k:
-            width = hi - lo - k
-            if width & (width - 1):  # not a power of two: the right edge
-                edge, edge_at = (lo + k, hi), len(coords)
-            else:
-                level = width.bit_length() - 1
-                coords.append((level, (lo + k) >> level))
-            hi = lo + k
-        else:
-            level = k.bit_length() - 1
-            coords.append((level, lo >> level))
-            lo += k
-            whole = False
-    if not whole:  # [lo, hi) is a perfect subtree: every node below the first left step is
-        level = (hi - lo).bit_length() - 1
-        coords.append((level, lo >> level))
-    edge_coords: list[Coord] = []
-    if edge_at >= 0:
-        edge_hash = memo.get(edge) if memo is not None else None
-        if edge_hash is None:
-            edge_coords = _range_coords(*edge)
-    hashes = _read(read, coords + edge_coords)
-    proof = hashes[: len(coords)]
-    if edge_at >= 0:
-        if edge_hash is None:
-            folded = hashes[len(coords) :]
-            edge_hash = folded[-1]
-            for left in reversed(folded[:-1]):
-                edge_hash = node_hash(left, edge_hash)
-            if memo is not None:
-                memo[edge] = edge_hash
-        proof.insert(edge_at, edge_hash)
-    proof.reverse()
-    return proof
+    # RFC 9162's SUBPROOF(size1, D[0:size2], true) is the path of the old tree's last leaf
+    # from the level of the old tree's last perfect subtree up (the levels below it are
+    # inside the old tree), after that subtree's own hash unless it is the whole old tree.
+    low = (size1 & -size1).bit_length() - 1  # trailing zero bits of size1
+    seed = None if size1 == 1 << low else (low, (size1 - 1) >> low)
+    return _prove_path(size1 - 1, low, size2, seed, read, memo, path)
 
 
 # --- internals -----------------------------------------------------------------------------

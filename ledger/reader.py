@@ -141,8 +141,7 @@ class LogReader:
         self._check_size(size2)
         if not 0 <= size1 <= size2:
             raise ProofError(f"no consistency proof from size {size1} to {size2}")
-        self._synced()
-        return merkle.prove_consistency(size1, size2, self._proof_hashes, self._range_memo())
+        return merkle.prove_consistency(size1, size2, self._proof_hashes, self._range_memo(), self._synced().path)
 
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self._head.size:
