@@ -254,7 +254,8 @@ class LogStore:
         """
         pack = _HASH_KEY.pack
         it = iter(_iterate(partial(self._db.iterator, start=pack(b"h", level, start),
-                                   stop=pack(b"h", level, stop), verify_checksums=True), f"log {self.origin}"))
+                                   stop=pack(b"h", level, stop), verify_checksums=True, fill_cache=False),
+                           f"log {self.origin}"))
         at = start
         while at < stop:
             end = min(stop, (at // per + 1) * per)
