@@ -133,9 +133,30 @@ class HashCache:
             floor = floor_for(size, self.budget)
             top = size.bit_length()  # the tree has levels 0 .. top-1
             rows: _Rows = [b""] * top
+            # A level the old view held keeps its buffer and gains the hashes the new size
+            # adds; a level that joins is read from the start. Few new hashes of a level are
+            # point reads, all levels' in one call; more are one scan per level.
+            points: list[tuple[int, int]] = []  # new hashes few enough for point reads
+            runs: list[tuple[int, int, int]] = []  # (level, have, want) read by a scan
             for level in range(floor, top):
-                have = old_size >> level if old_floor <= level < len(old_rows) else 0
-                rows[level] = _extend(store, level, old_rows[level] if have else b"", have, size >> level)
+                held = old_floor <= level < len(old_rows)
+                have, want = (old_size >> level if held else 0), size >> level
+                buf = old_rows[level] if held else b""
+                if have < want:
+                    if len(buf) < want * 32:  # no room: a new buffer (a reader may hold the old)
+                        new = _buffer(want * 64)
+                        new[: have * 32] = buf[: have * 32]
+                        buf = new
+                    if want - have <= _FEW:
+                        points += [(level, i) for i in range(have, want)]
+                    else:
+                        runs.append((level, have, want))
+                rows[level] = buf
+            if points:
+                for (level, i), h in zip(points, store.hashes(points), strict=True):
+                    rows[level][i * 32 : i * 32 + 32] = h  # type: ignore[index]  # an mmap: it had room
+            for level, have, want in runs:
+                _fill(store, rows[level], level, have, want)
             self._view, self._applied = (size, floor, rows), self.budget
 
 
@@ -151,24 +172,13 @@ def _buffer(size: int) -> mmap.mmap:
     return buf
 
 
-def _extend(store: LogStore, level: int, buf: _Buffer, have: int, want: int) -> _Buffer:
-    """``buf`` (holding hashes ``0 .. have-1`` of ``level``) with hashes ``have .. want-1``
-    written after them; a new, larger buffer if it has no room (a reader may still hold it)."""
-    if want == have:
-        return buf
-    if len(buf) < want * 32:
-        new = _buffer(want * 64)
-        new[: have * 32] = buf[: have * 32]
-        buf = new
-    assert isinstance(buf, mmap.mmap)  # b"" has no room for anything
-    if want - have <= _FEW:
-        buf[have * 32 : want * 32] = b"".join(store.hashes([(level, i) for i in range(have, want)]))
-        return buf
+def _fill(store: LogStore, buf: _Buffer, level: int, have: int, want: int) -> None:
+    """Write the stored hashes ``have .. want-1`` of ``level`` into ``buf`` (one scan)."""
+    assert isinstance(buf, mmap.mmap)  # it was given room for them
     at = have * 32
     for run in store.hash_runs(level, have, want, _RUN):
         buf[at : at + len(run)] = run
         at += len(run)
-    return buf
 
 
 __all__ = ["HashCache", "cached_bytes", "floor_for"]
