@@ -13,7 +13,8 @@ GiB of disk, so it is optional). At each size:
 * ``checkpoint_time`` -- the root from stored hashes plus a signed note over it;
 * ``disk_per_entry`` -- bytes on disk per entry over the mean raw entry (leaf) bytes, as
   the store is and after a LevelDB compaction; target <= 1.5;
-* ``rss`` -- resident memory of the process (the trust graph holds every record).
+* ``rss`` -- resident memory of the process (the trust graph holds every record; the reader's
+  stored-hash cache, up to 64 bytes an entry, is named in the notes).
 
 ``growth.*`` figures divide the value at the largest size by the value at the smallest
 (inverted for rates); target <= 1.5 (flat).
@@ -122,7 +123,8 @@ def measure_at(ctx: Context, world: World, size: int) -> dict[str, Figure]:
                                     f"(entries, hashes, indexes, checkpoints)")
     rss = rss_bytes()
     figs["rss"] = ctx.record(f"{tag}.rss", [rss / 2**20], "MiB", higher_is_better=False,
-                             notes=f"process RSS; {rss / log.size:.0f} B per entry")
+                             notes=f"process RSS; {rss / log.size:.0f} B per entry, of which the stored-hash cache "
+                                   f"{log.hash_cache_bytes / log.size:.0f} ({log.hash_cache_bytes / 2**20:.1f} MiB)")
     figs["rss_per_entry"] = ctx.record(f"{tag}.rss_per_entry", [rss / log.size], "B", higher_is_better=False)
     return figs
 

@@ -70,8 +70,8 @@ def measure_proofs(ctx: Context, log: LogReader, *, prefix: str = "", n: int | N
     out["inclusion"] = ctx.record(
         f"{prefix}inclusion", [rate(n, lambda i: log.inclusion_proof(idx[i], size), cpu) for _ in range(reps)],
         "proofs/s", limit=raw.LEVELDB_GET, target=(f">= {TARGET_PROOFS} proofs/s", median_at_least(TARGET_PROOFS)),
-        notes=f"size {size:,}, random index, 1 thread; ~{gets} stored hashes per proof (ratio x {gets} = "
-              f"share of the raw read rate)",
+        notes=f"size {size:,}, random index, 1 thread; ~{gets} stored hashes per proof, from the reader's "
+              f"hash cache (LevelDB for the levels beyond its budget)",
     )
     out["inclusion_us"] = ctx.record(
         f"{prefix}inclusion_time", [1e6 / v for v in out["inclusion"].values], "us", higher_is_better=False,

@@ -35,6 +35,7 @@ from ledger.merkle_core import (
 from ledger.merkle_stored import (
     Coord,
     HashReader,
+    PathReader,
     RangeMemo,
     assemble_consistency,
     assemble_inclusion,
@@ -265,6 +266,7 @@ __all__ = [
     "MAX_TREE_SIZE",
     "Coord",
     "HashReader",
+    "PathReader",
     "RangeMemo",
     "assemble_consistency",
     "assemble_inclusion",

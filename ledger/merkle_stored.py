@@ -11,7 +11,8 @@ Invariants:
   caller's reader) and *assemble* (fold into proof elements), so the same proof can come
   from LevelDB, from tiles over HTTP or from a bundle.
 * Every function makes at most one call to its reader, and checks what the reader returns:
-  the wrong number or size of hashes is a :class:`ledger.errors.CorruptionError`.
+  the wrong number or size of hashes is a :class:`ledger.errors.CorruptionError` (a
+  :data:`PathReader`, which an inclusion proof may also ask once, is checked for the number).
 * A proof built here equals the one the list-based API builds from the same leaves.
 """
 
@@ -38,6 +39,13 @@ Coord = tuple[int, int]
 
 HashReader = Callable[[Sequence[Coord]], Sequence[bytes]]
 """Reads the stored hashes at the given coordinates, in order, in one batch."""
+
+PathReader = Callable[[int, int, int], "list[bytes] | None"]
+"""``path(index, low, high)``: the stored hashes at ``(level, (index >> level) ^ 1)`` for
+``low <= level < high`` -- siblings on leaf ``index``'s path up a perfect subtree of at
+least ``2**high`` leaves -- in a new list, or None when it does not hold them all. Its
+hashes are trusted to be 32 bytes (the reader's cache checked them when it read them).
+"""
 
 RangeMemo = MutableMapping[tuple[int, int], bytes]
 """Hashes of leaf ranges ``[lo, hi)`` that are not one stored subtree (the right edge of a
@@ -147,23 +155,38 @@ def assemble_inclusion(index: int, size: int, hashes: Sequence[bytes]) -> list[b
     return _assemble(_inclusion_ranges(index, size), hashes)
 
 
-def prove_inclusion(index: int, size: int, read: HashReader, memo: RangeMemo | None = None) -> list[bytes]:
+def prove_inclusion(
+    index: int, size: int, read: HashReader, memo: RangeMemo | None = None, path: PathReader | None = None
+) -> list[bytes]:
     """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves, from stored hashes.
 
     Requires ``0 <= index < size`` and the first ``size`` leaves stored. Makes one call to
     ``read`` for O(log size) hashes; the result equals :func:`inclusion_proof`'s. ``memo``
-    (optional) remembers the hashes of right-edge ranges between calls.
+    (optional) remembers the hashes of right-edge ranges between calls; ``path`` (optional)
+    is asked first for the siblings on the leaf's path, which are then not read.
 
     Raises:
         InputError: the preconditions do not hold.
-        CorruptionError: ``read`` returned the wrong number or size of hashes.
+        CorruptionError: ``read`` (or ``path``) returned the wrong number or size of hashes.
     """
     _check_index(index, size)
-    # The tree of ``size`` is a row of perfect subtrees, largest first. The proof of a leaf
-    # in subtree j is its path inside that subtree (one stored hash per level, leaf side
-    # first), then the hash of everything right of subtree j (a fold of the later subtrees,
-    # remembered in ``memo``), then the roots of the subtrees left of j, nearest first --
-    # RFC 9162's PATH unrolled, so that each element costs one coordinate, not one range.
+    return _prove_path(index, 0, size, None, read, memo, path)
+
+
+def _prove_path(
+    index: int, low: int, size: int, seed: Coord | None, read: HashReader, memo: RangeMemo | None,
+    path: PathReader | None,
+) -> list[bytes]:
+    """RFC 9162's PATH of leaf ``index`` in the tree of ``size`` from level ``low`` up, after
+    the stored hash at ``seed`` (if any): an inclusion proof for ``low == 0``, a consistency
+    proof from the size whose last perfect subtree is ``seed`` (level ``low``) otherwise.
+
+    The tree of ``size`` is a row of perfect subtrees, largest first. The path of a leaf in
+    subtree j is one stored hash per level inside that subtree (leaf side first), then the
+    hash of everything right of subtree j (a fold of the later subtrees, remembered in
+    ``memo``), then the roots of the subtrees left of j, nearest first -- unrolled, so that
+    each element costs one coordinate, not one range.
+    """
     lo, lefts = 0, []
     while True:
         height = (size - lo).bit_length() - 1
@@ -172,7 +195,13 @@ def prove_inclusion(index: int, size: int, read: HashReader, memo: RangeMemo | N
             break
         lefts.append((height, lo >> height))
         lo += width
-    coords = [(level, (index >> level) ^ 1) for level in range(height)]
+    count = max(height - low, 0)
+    known = path(index, low, height) if path is not None and count else None
+    if known is not None and len(known) != count:
+        raise CorruptionError(f"path reader returned {len(known)} hashes for {count} levels")
+    coords = [] if seed is None else [seed]
+    if known is None:
+        coords += [(level, (index >> level) ^ 1) for level in range(low, height)]
     right = (lo + width, size)
     right_hash = None
     if right[0] < size:
@@ -182,17 +211,21 @@ def prove_inclusion(index: int, size: int, read: HashReader, memo: RangeMemo | N
         right_coords = []
     lefts.reverse()
     hashes = _read(read, coords + right_coords + lefts)
-    proof = hashes[:height]
+    if known is None:
+        proof, hashes = hashes[: len(coords)], hashes[len(coords) :]
+    else:
+        proof = hashes[:1] + known if seed is not None else known
+        hashes = hashes[1:] if seed is not None else hashes
     if right[0] < size:
         if right_hash is None:
-            folded = hashes[height : height + len(right_coords)]
+            folded = hashes[: len(right_coords)]
             right_hash = folded[-1]
             for left in reversed(folded[:-1]):
                 right_hash = node_hash(left, right_hash)
             if memo is not None and len(right_coords) > 1:
                 memo[right] = right_hash
         proof.append(right_hash)
-    proof += hashes[height + len(right_coords) :]
+    proof += hashes[len(right_coords) :]
     return proof
 
 
@@ -208,19 +241,28 @@ def assemble_consistency(size1: int, size2: int, hashes: Sequence[bytes]) -> lis
     return _assemble(_consistency_ranges(size1, size2), hashes)
 
 
-def prove_consistency(size1: int, size2: int, read: HashReader, memo: RangeMemo | None = None) -> list[bytes]:
+def prove_consistency(
+    size1: int, size2: int, read: HashReader, memo: RangeMemo | None = None, path: PathReader | None = None
+) -> list[bytes]:
     """The consistency proof from ``size1`` to ``size2``, from stored hashes.
 
     Requires ``0 <= size1 <= size2`` and the first ``size2`` leaves stored. Makes at most
-    one call to ``read``; the result equals :func:`consistency_proof`'s. ``memo`` as for
-    :func:`prove_inclusion`.
+    one call to ``read``; the result equals :func:`consistency_proof`'s. ``memo`` and
+    ``path`` as for :func:`prove_inclusion`.
 
     Raises:
         InputError: the preconditions do not hold.
-        CorruptionError: ``read`` returned the wrong number or size of hashes.
+        CorruptionError: ``read`` (or ``path``) returned the wrong number or size of hashes.
     """
     _check_sizes(size1, size2)
-    return _range_hashes(_consistency_ranges(size1, size2), read, memo)
+    if size1 == 0 or size1 == size2:
+        return []
+    # RFC 9162's SUBPROOF(size1, D[0:size2], true) is the path of the old tree's last leaf
+    # from the level of the old tree's last perfect subtree up (the levels below it are
+    # inside the old tree), after that subtree's own hash unless it is the whole old tree.
+    low = (size1 & -size1).bit_length() - 1  # trailing zero bits of size1
+    seed = None if size1 == 1 << low else (low, (size1 - 1) >> low)
+    return _prove_path(size1 - 1, low, size2, seed, read, memo, path)
 
 
 # --- internals -----------------------------------------------------------------------------
@@ -251,45 +293,6 @@ def range_coords(lo: int, hi: int) -> list[Coord]:
     """The stored hashes (perfect subtrees, largest first) whose fold is the hash of leaves
     ``[lo, hi)``, for a range :func:`inclusion_ranges` or a consistency proof produces."""
     return _range_coords(lo, hi)
-
-
-def _range_hashes(ranges: Sequence[tuple[int, int]], read: HashReader, memo: RangeMemo | None) -> list[bytes]:
-    """The hash of each leaf range: plan, one read, fold -- in one pass over the ranges.
-
-    A range of a power-of-two width is one perfect subtree (the planners align every range),
-    so its hash is one stored hash; only the others are folded, and remembered in ``memo``.
-    """
-    out: list[bytes] = []
-    plan: list[Coord] = []
-    direct: list[tuple[int, int]] = []  # (position in out, position in plan)
-    folds: list[tuple[int, int, int]] = []  # (position in out, first position in plan, count)
-    for lo, hi in ranges:
-        width = hi - lo
-        if width & (width - 1) == 0:
-            level = width.bit_length() - 1
-            direct.append((len(out), len(plan)))
-            plan.append((level, lo >> level))
-            out.append(b"")
-            continue
-        known = memo.get((lo, hi)) if memo is not None else None
-        if known is not None:
-            out.append(known)
-            continue
-        coords = _range_coords(lo, hi)
-        folds.append((len(out), len(plan), len(coords)))
-        plan += coords
-        out.append(b"")
-    hashes = _read(read, plan)
-    for i, pos in direct:
-        out[i] = hashes[pos]
-    for i, pos, count in folds:
-        h = hashes[pos + count - 1]
-        for left in reversed(hashes[pos : pos + count - 1]):
-            h = node_hash(left, h)
-        out[i] = h
-        if memo is not None:
-            memo[ranges[i]] = h
-    return out
 
 
 def _plan(ranges: Sequence[tuple[int, int]]) -> list[Coord]:
@@ -328,6 +331,8 @@ def _read(read: HashReader, plan: list[Coord]) -> list[bytes]:
             f"stored-hash reader returned {len(hashes)} hashes for {len(plan)} coordinates",
             coords=plan,
         )
+    if len(set(map(len, hashes))) == 1 and len(hashes[0]) == HASH_SIZE:  # the usual case, checked in C
+        return hashes
     for coord, h in zip(plan, hashes, strict=True):
         if len(h) != HASH_SIZE:
             raise CorruptionError(
@@ -350,6 +355,7 @@ def _check_input_hash(h: bytes, what: str) -> None:
 __all__ = [
     "Coord",
     "HashReader",
+    "PathReader",
     "RangeMemo",
     "assemble_consistency",
     "assemble_inclusion",

@@ -2,9 +2,9 @@
 
 Invariants: reads never go past the durable head this object holds, so a proof or an
 entry served is always covered by a checkpoint of at least that size. Stored hashes never
-change once written, so the hashes of large subtrees (level >= :data:`CACHED_LEVEL`, the
-top of every proof) are kept in a bounded in-memory cache; the levels below it are read
-from the store each time.
+change once written, so the tree's levels are kept in memory (:mod:`ledger._hash_cache`),
+from the top down to the lowest level a byte budget allows, and brought up to the head's
+size when a read needs them; the levels below are read from the store each time.
 """
 
 from __future__ import annotations
@@ -12,18 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from ledger import merkle
+from ledger._hash_cache import HashCache, cached_bytes
 from ledger.entry import Entry, LoggedRecord, parse_record
 from ledger.errors import CorruptionError, NotFoundError, ProofError
 from ledger.keys import KeyId
 from ledger.store import Head, LogStore
 
-CACHED_LEVEL = 4
-"""Stored hashes of subtrees of 2**4 = 16 leaves and more are cached (1/8 of all hashes): all
-but the four lowest hashes of an inclusion proof come from memory."""
-MAX_CACHED = 1 << 18
-"""At most this many cached hashes (about 20 MiB when full): every level >= 4 hash of a log of
-four million entries; beyond that the hashes read first stay cached and the others are read
-from the store."""
+HASH_CACHE_BYTES = 128 << 20
+"""Default budget of the stored-hash cache of one log: every level of a log of up to two
+million entries (32 bytes a hash, two hashes an entry); above that the lowest levels that
+do not fit are read from the store (at 10^7 entries, the three lowest)."""
 MAX_RANGES = 1 << 12
 """Right-edge range hashes remembered (:data:`ledger.merkle.RangeMemo`); every proof at one
 tree size shares its right edge, so a few dozen serve a whole size. Forgotten all at once
@@ -38,54 +36,47 @@ class LogReader:
         self._store = store
         self._head = store.head()
         self._checkpoint: str | None = None
-        # Level CACHED_LEVEL + k: index -> hash, in a list (a list index costs a tenth of a
-        # dict lookup on tuple keys, and keeps the hashes of one level together in memory).
-        self._cached: list[list[bytes | None]] = []
-        self._cached_count = 0
-        self._warmed = -1  # tree size at the last filling scan (see _warm_up)
+        self._hashes = HashCache(HASH_CACHE_BYTES)
         self._ranges: dict[tuple[int, int], bytes] = {}
 
+    def set_hash_cache_bytes(self, budget: int) -> None:
+        """Bound the memory of the stored-hash cache to ``budget`` bytes (0: no cache): the
+        levels that no longer fit are dropped now, those that fit again are read now."""
+        self._hashes.set_budget(self._store, budget)
+
+    @property
+    def hash_cache_bytes(self) -> int:
+        """Bytes of stored hashes held in memory."""
+        cache = self._hashes
+        return cached_bytes(cache.size, cache.floor)
+
     def stored_hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Stored hashes at ``coords`` (a :data:`ledger.merkle.HashReader`), through the cache."""
-        if self._head.size > 2 * self._warmed:
-            self._warm_up()
-        cached = self._cached
-        found: list[bytes | None] = []
-        missing: list[int] = []
-        for level, idx in coords:
-            k = level - CACHED_LEVEL
-            h = cached[k][idx] if 0 <= k < len(cached) and idx < len(cached[k]) else None
-            if h is None:
-                missing.append(len(found))
-            found.append(h)
+        """Stored hashes at ``coords`` (a :data:`ledger.merkle.HashReader`): from the cache,
+        brought up to the head first if it lags behind it, else from the store."""
+        cache = self._hashes
+        found: list[bytes | None] = [None] * len(coords)
+        missing = cache.get(coords, found)
+        if missing and cache.size < self._head.size:
+            cache.sync(self._store, self._head.size)
+            missing = cache.get(coords, found)
         if missing:
             for pos, h in zip(missing, self._store.hashes([coords[i] for i in missing]), strict=True):
                 found[pos] = h
-                self._remember(*coords[pos], h)
         return found  # type: ignore[return-value]  # every None was filled
 
-    def _warm_up(self) -> None:
-        """Fill the cache with one sequential scan (the lowest cached level first, up to
-        :data:`MAX_CACHED`), so that proofs cost the same from the first one on; again
-        each time the log has doubled since (the scans cost 1/4 of a read of every hash).
-        """
-        self._warmed = self._head.size
-        for level, idx, h in self._store.hashes_from_level(CACHED_LEVEL, MAX_CACHED):
-            self._remember(level, idx, h)
+    def _synced(self) -> HashCache:
+        """The hash cache, brought up to the head: the precondition of its proof readers
+        (:meth:`_proof_hashes` and :meth:`HashCache.path`) for trees up to the head."""
+        cache = self._hashes
+        if cache.size < self._head.size:
+            cache.sync(self._store, self._head.size)
+        return cache
 
-    def _remember(self, level: int, idx: int, h: bytes) -> None:
-        k = level - CACHED_LEVEL
-        if k < 0 or self._cached_count >= MAX_CACHED:
-            return
-        cached = self._cached
-        while len(cached) <= k:
-            cached.append([])
-        row = cached[k]
-        if idx >= len(row):
-            row.extend([None] * max(idx + 1 - len(row), len(row) // 2, 64))
-        if row[idx] is None:
-            row[idx] = h
-            self._cached_count += 1
+    def _proof_hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
+        """:meth:`stored_hashes` for the proof planners, after :meth:`_synced`: one list
+        comprehension over the cache when it holds every level."""
+        found = self._hashes.get_all(coords)
+        return found if found is not None else self.stored_hashes(coords)
 
     def _range_memo(self) -> dict[tuple[int, int], bytes]:
         if len(self._ranges) >= MAX_RANGES:
@@ -135,21 +126,22 @@ class LogReader:
     def root_at(self, size: int) -> bytes:
         """Merkle root of the first ``size`` entries (0 <= size <= current size)."""
         self._check_size(size)
-        return merkle.tree_hash(size, self.stored_hashes)
+        self._synced()
+        return merkle.tree_hash(size, self._proof_hashes)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """Proof that entry ``index`` is in the tree of ``size``; requires index < size <= current."""
         self._check_size(size)
         if not 0 <= index < size:
             raise ProofError(f"no inclusion proof: index {index} is not below size {size}")
-        return merkle.prove_inclusion(index, size, self.stored_hashes, self._range_memo())
+        return merkle.prove_inclusion(index, size, self._proof_hashes, self._range_memo(), self._synced().path)
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """Proof that the tree of ``size1`` is a prefix of the tree of ``size2``."""
         self._check_size(size2)
         if not 0 <= size1 <= size2:
             raise ProofError(f"no consistency proof from size {size1} to {size2}")
-        return merkle.prove_consistency(size1, size2, self.stored_hashes, self._range_memo())
+        return merkle.prove_consistency(size1, size2, self._proof_hashes, self._range_memo(), self._synced().path)
 
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self._head.size:

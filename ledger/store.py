@@ -45,6 +45,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from typing import Any, TypeVar
 
 import plyvel
@@ -243,19 +244,33 @@ class LogStore:
         for key, value in _iterate(it, f"log {self.origin}"):
             yield _U64.unpack(key[1:])[0], value
 
-    def hashes_from_level(self, level: int, limit: int) -> Iterator[tuple[int, int, bytes]]:
-        """``(level, index, hash)`` of the stored hashes at ``level`` and above, in key order
-        (the lower of those levels first), at most ``limit`` of them: one sequential scan."""
-        start = _HASH_KEY.pack(b"h", level, 0)
-        it = partial(self._db.iterator, start=start, stop=b"i", verify_checksums=True)
-        for n, (key, value) in enumerate(_iterate(it, f"log {self.origin}")):
-            if n >= limit:
-                return
-            _, lv, idx = _HASH_KEY.unpack(key)
-            if len(value) != 32:
-                raise CorruptionError(f"log {self.origin}: stored hash ({lv}, {idx}) is {len(value)} bytes",
-                                      level=lv, index=idx)
-            yield lv, idx, value
+    def hash_runs(self, level: int, start: int, stop: int, per: int) -> Iterator[bytes]:
+        """The stored hashes of ``level`` at ``start <= index < stop``, concatenated, in runs
+        that end at multiples of ``per`` (or at ``stop``): one sequential scan.
+
+        Raises:
+            CorruptionError: a hash in the range is missing or not 32 bytes (the run holding
+                it is not yielded).
+        """
+        pack = _HASH_KEY.pack
+        it = iter(_iterate(partial(self._db.iterator, start=pack(b"h", level, start),
+                                   stop=pack(b"h", level, stop), verify_checksums=True, fill_cache=False),
+                           f"log {self.origin}"))
+        at = start
+        while at < stop:
+            end = min(stop, (at // per + 1) * per)
+            group = list(islice(it, end - at))
+            # Keys are distinct and ascending in [at, end): the last one being end - 1 means
+            # that none is missing.
+            if len(group) != end - at or group[-1][0] != pack(b"h", level, end - 1):
+                raise CorruptionError(f"log {self.origin}: a stored hash of level {level} in [{at}, {end}) "
+                                      f"is missing", level=level)
+            values = [v for _, v in group]
+            if any(len(v) != 32 for v in values):
+                raise CorruptionError(f"log {self.origin}: a stored hash of level {level} in [{at}, {end}) "
+                                      f"is not 32 bytes", level=level)
+            yield b"".join(values)
+            at = end
 
     def hashes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
         """Stored hashes at ``(level, index)``; CorruptionError if any is missing."""

@@ -76,14 +76,12 @@ def test_roots_match_reference_tree_at_every_size(world: World) -> None:
         assert world.log.inclusion_proof(i, 42) == merkle.inclusion_proof(leaves, i, 42)
 
 
-def test_proofs_through_the_hash_cache_stay_right_as_the_log_grows(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reader caches stored hashes of level >= 4 (filled by a scan, again each time the
-    log doubles, bounded): proofs at every size, read before and after growth, equal the
-    reference tree's, and the cache never holds more than its bound."""
-    import ledger.reader as reader_mod
-
-    monkeypatch.setattr(reader_mod, "MAX_CACHED", 9)  # small enough to fill up in this test
+def test_proofs_through_the_hash_cache_stay_right_as_the_log_grows(world: World) -> None:
+    """The reader caches the top levels of stored hashes within a byte budget (brought up to
+    the head as it grows, lowest levels dropped when over budget): proofs at every size,
+    read before and after growth, equal the reference tree's, and the cache stays in budget."""
     log = world.log
+    log.set_hash_cache_bytes(2000)  # small enough to go over it in this test
     for step in (30, 70, 200):
         log.append_many([world.attest(f"pkg-{step}-{i}") for i in range(step)])
         leaves = [e.leaf_hash for e in log.entries(0, log.size)]
@@ -92,7 +90,7 @@ def test_proofs_through_the_hash_cache_stay_right_as_the_log_grows(world: World,
                 assert log.inclusion_proof(i, size) == merkle.inclusion_proof(leaves, i, size), (i, size)
             for old in sorted({1, size // 2, size}):
                 assert log.consistency_proof(old, size) == merkle.consistency_proof(leaves, old, size)
-        assert 0 < log._cached_count <= 9
+        assert 0 < log.hash_cache_bytes <= 2000
 
 
 def _assert_refused(world: World, env: Envelope, error: type[Exception], words: str) -> None:

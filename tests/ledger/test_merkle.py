@@ -288,6 +288,33 @@ def test_a_shared_range_memo_never_changes_a_proof() -> None:
     assert memo and all(hi - lo & (hi - lo - 1) for lo, hi in memo)  # only ranges of several subtrees
 
 
+def test_a_path_reader_gives_the_same_proofs_and_a_wrong_one_is_refused() -> None:
+    # The reader's cache hands the siblings on a leaf's path over in one call (a PathReader);
+    # the proofs, inclusion and consistency, with and without a memo, stay the reference's.
+    calls: list[tuple[int, int, int]] = []
+
+    def path(index: int, low: int, high: int) -> list[bytes]:
+        calls.append((index, low, high))
+        return BIG_STORE.read([(level, (index >> level) ^ 1) for level in range(low, high)])
+
+    memo: merkle.RangeMemo = {}
+    for size in range(0, 70):
+        d = BIG_LEAVES[:size]
+        for index in range(size):
+            assert merkle.prove_inclusion(index, size, BIG_STORE.read, memo, path) == ref_path(index, d)
+            assert merkle.prove_inclusion(index, size, BIG_STORE.read, None, path) == ref_path(index, d)
+        for size1 in range(0, size + 1):
+            assert merkle.prove_consistency(size1, size, BIG_STORE.read, memo, path) == ref_proof(size1, d)
+            assert merkle.prove_consistency(size1, size, BIG_STORE.read, None, path) == ref_proof(size1, d)
+    assert calls  # the path reader was used
+    with pytest.raises(CorruptionError, match="path reader"):
+        merkle.prove_inclusion(5, 64, BIG_STORE.read, None, lambda i, lo, hi: path(i, lo, hi)[1:])
+    with pytest.raises(CorruptionError, match="path reader"):
+        merkle.prove_consistency(5, 64, BIG_STORE.read, None, lambda i, lo, hi: [*path(i, lo, hi), bytes(32)])
+    # A path reader that does not hold the hashes (None) leaves them to the plain reader.
+    assert merkle.prove_inclusion(5, 64, BIG_STORE.read, None, lambda i, lo, hi: None) == ref_path(5, BIG_LEAVES[:64])
+
+
 @st.composite
 def index_and_size(draw: st.DrawFn) -> tuple[int, int]:
     size = draw(st.integers(1, BIG))
