@@ -53,11 +53,11 @@ BATCH_IN_FLIGHT = 4
 
 
 def client(url: str, mode: str, count: int, *, start: int = 0, concurrency: int = CONCURRENCY,
-           batch: int = 500) -> dict[str, Any]:
+           batch: int = 500, body: str = "msgpack") -> dict[str, Any]:
     """Run the load generator process once and return its JSON result."""
     done = subprocess.run(
         [sys.executable, "-m", "bench._http_client", "--url", url, "--mode", mode, "--count", str(count),
-         "--start", str(start), "--concurrency", str(concurrency), "--batch", str(batch)],
+         "--start", str(start), "--concurrency", str(concurrency), "--batch", str(batch), "--body", body],
         capture_output=True, text=True, check=True, env=ENV, cwd=ROOT, timeout=900,
     )
     result: dict[str, Any] = json.loads(done.stdout)
