@@ -53,7 +53,7 @@ from ledger.errors import (
     TurtlesError,
     UnavailableError,
 )
-from ledger.keys import Signer
+from ledger.keys import KeyId, Signer
 from ledger.procverify import VerifierProcesses
 from ledger.reader import LogReader
 from ledger.store import Batch, Database, Head, LogStore
@@ -266,13 +266,11 @@ class Log(LogReader):
     def _integrate_prefix(self, requests: list[Request], early: list[Request]) -> list[Request]:
         head = self._head
         ts = max(self._clock(), self._last_ts)
-        entries: list[tuple[int, bytes]] = []
-        index_keys: list[tuple[bytes, bytes]] = []
-        accepted: list[tuple[Request, Entry, LoggedRecord]] = []
-        seen: dict[bytes, tuple[int, set[str]]] = {}
+        admitted: list[tuple[Request, Prepared]] = []
+        seen: dict[bytes, tuple[int, tuple[KeyId, ...]]] = {}
         rest: list[Request] = []
         in_batch_dups: list[tuple[Request, int]] = []
-        prev = head.last
+        admit, origin = self._gate.admit, self.origin
         for i, req in enumerate(requests):
             try:
                 prepared = req.prepared or self.prepare(req.envelope)
@@ -284,26 +282,31 @@ class Log(LogReader):
                         req.note(self._result(dup, duplicate=True))
                         early.append(req)
                     continue
-                self._gate.admit(record=prepared.record, signers=prepared.signers, origin=self.origin, at=ts)
+                admit(record=prepared.record, signers=prepared.signers, origin=origin, at=ts)
             except TurtlesError as e:
                 req.note(e)
                 early.append(req)
                 continue
-            seq = head.size + len(accepted)
-            entry = Entry.build(seq=seq, prev=prev, ts=ts, envelope=prepared.envelope)
-            prev = entry.leaf_hash
-            entries.append((seq, entry.raw))
-            index_keys.extend(index_rows(seq, prepared))
-            seen[prepared.record_id] = (seq, set(prepared.signers))
-            logged = LoggedRecord(self.origin, seq, ts, entry.leaf_hash, prepared.signers, prepared.record, prepared.record_id)
-            accepted.append((req, entry, logged))
+            seen[prepared.record_id] = (head.size + len(admitted), prepared.signers)
+            admitted.append((req, prepared))
             if not isinstance(prepared.record, Attestation):
                 rest = requests[i + 1 :]
                 break
-        if not accepted:
+        if not admitted:
             return rest
+        chained = Entry.chain(head.size, head.last, ts, [p.envelope for _, p in admitted])
+        entries = [(e.seq, e.raw) for e in chained]
+        index_keys: list[tuple[bytes, bytes]] = []
+        accepted: list[tuple[Request, Entry, LoggedRecord]] = []
+        logged_record = LoggedRecord.made
+        for (req, prepared), entry in zip(admitted, chained, strict=True):
+            index_keys.extend(index_rows(entry.seq, prepared))
+            logged = logged_record(origin, entry.seq, ts, entry.leaf_hash, prepared.signers, prepared.record,
+                                   prepared.record_id)
+            accepted.append((req, entry, logged))
+        prev = chained[-1].leaf_hash
         size = head.size + len(accepted)
-        hashes = merkle.stored_hashes_for_leaves(head.size, [e.leaf_hash for _, e, _ in accepted], self._frontier_hashes)
+        hashes = merkle.stored_hashes_for_leaves(head.size, [e.leaf_hash for e in chained], self._frontier_hashes)
         frontier = self._next_frontier(size, hashes)
         root = merkle.assemble_tree_hash(size, list(frontier.values()))
         batch = Batch(entries, hashes, index_keys, Head(size, root, prev))
@@ -357,14 +360,15 @@ class Log(LogReader):
         found = dict(zip(missing, self._store.hashes(missing), strict=True)) if missing else {}
         return [self._frontier[c] if c in self._frontier else found[c] for c in coords]
 
-    def _duplicate_of(self, prepared: Prepared, seen: dict[bytes, tuple[int, set[str]]]) -> int | None:
+    def _duplicate_of(self, prepared: Prepared, seen: dict[bytes, tuple[int, tuple[KeyId, ...]]]) -> int | None:
         """Index of an entry already holding this record with (at least) these signers."""
         rid = prepared.record_id
         known: list[tuple[int, set[str]]] = []
         if rid in self._record_ids:
             known = [(s, set(k)) for s, k in self._store.by_record_id(rid)]
         if rid in seen:
-            known.append(seen[rid])
+            index, signers = seen[rid]
+            known.append((index, set(signers)))
         if not known:
             return None
         union = set().union(*(k for _, k in known))
