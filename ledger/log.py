@@ -328,8 +328,11 @@ class Log(LogReader):
             for req in [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]:
                 req.reject(e)
             return rest
+        appended, checkpoint = AppendResult.appended, self._checkpoint
         for req, entry, _ in accepted:
-            req.resolve(AppendResult(entry.seq, entry.leaf_hash, self._checkpoint, size))
+            req.outcome = appended(entry.seq, entry.leaf_hash, checkpoint, size)
+            if req.future is not None:  # Request.resolve, spelled out: most bulk requests have none
+                req.notify()
         for req, index in in_batch_dups:
             req.resolve(self._result(index, duplicate=True))
         return rest
