@@ -158,6 +158,9 @@ def test_prebuilt_batch_json_equals_json_dumps() -> None:
                 results.append(refused if not proofs[1] else AppendResult(8, b"\xcd" * 32, note, 9))
                 out = BatchOutcome(note, 9, results, proofs)
                 assert out.to_json() == json.dumps(out.to_dict()).encode()
+                rendered = BatchOutcome(note, 9, results, proofs)
+                rendered.render()  # built ahead (in a pool thread, by the node): the same bytes
+                assert rendered.to_json() == out.to_json() and rendered == out
 
 
 async def test_single_post_answer_headers_and_body(client: Client) -> None:
