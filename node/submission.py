@@ -146,8 +146,11 @@ class Submitter:
         envelopes = [x for x in items if isinstance(x, Envelope)]
         if self._log.verifies_in_processes(len(envelopes)):
             with self._inflight.admit(len(envelopes)):
-                appended = iter(await loop.run_in_executor(None, self._log.append_many, envelopes))
-            return await self._outcome([next(appended) if isinstance(x, Envelope) else x for x in items])
+                appended = await loop.run_in_executor(None, self._log.append_many, envelopes)
+            if len(envelopes) < len(items):  # malformed ones are answered in their places
+                each = iter(appended)
+                appended = [next(each) if isinstance(x, Envelope) else x for x in items]
+            return await self._outcome(appended)
         with self._inflight.admit(len(envelopes)):
             chunks = [envelopes[i : i + _CHUNK] for i in range(0, len(envelopes), _CHUNK)]
             verifying = iter([loop.run_in_executor(self._executor, _prepare_all, self._log, c) for c in chunks])
