@@ -6,7 +6,9 @@ prints one JSON object: ``{"count", "ok", "errors", "elapsed_s", "cpu_s", "laten
 
 Modes: ``get`` (GET the URL), ``single`` (POST /v1/entries, one DSSE JSON envelope each,
 attestations ``start..start+count``), ``batch`` (POST /v1/entries:batch, ``--batch``
-envelopes per request).
+envelopes per request, as the canonical msgpack array of their binary forms -- the node's
+bulk body, as ``NodeClient.submit_batch`` sends it -- or, with ``--body json``, as JSON
+``{"envelopes": [...]}``).
 
 The client shares the machine's cores with the node, so it is made as cheap as it can be:
 every request is serialised to its final bytes before the clock starts, and each of the
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from bench._world import attestations
+from ledger.encoding import encode
 
 _HEAD_END = b"\r\n\r\n"
 TIMEOUT_S = 120.0
@@ -187,22 +190,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--count", type=int, required=True, help="requests (get) or envelopes (single, batch)")
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--body", choices=("msgpack", "json"), default="msgpack", help="batch body format")
     args = p.parse_args(argv)
     bodies: list[bytes | None]
+    ctype = "application/json"
     if args.mode == "get":
         bodies = [None] * args.count
         method, url = "GET", args.url
     else:
-        envs = [e.to_dict() for e in attestations(args.start, args.start + args.count)]
+        envs = list(attestations(args.start, args.start + args.count))
         method = "POST"
         if args.mode == "single":
-            bodies = [json.dumps(e).encode() for e in envs]
+            bodies = [json.dumps(e.to_dict()).encode() for e in envs]
             url = args.url.rstrip("/") + "/v1/entries"
         else:
-            bodies = [json.dumps({"envelopes": envs[i : i + args.batch]}).encode()
-                      for i in range(0, len(envs), args.batch)]
+            groups = [envs[i : i + args.batch] for i in range(0, len(envs), args.batch)]
+            if args.body == "msgpack":
+                bodies = [encode([e.to_value() for e in group]) for group in groups]
+                ctype = "application/msgpack"
+            else:
+                bodies = [json.dumps({"envelopes": [e.to_dict() for e in group]}).encode() for group in groups]
             url = args.url.rstrip("/") + "/v1/entries:batch"
-    result = asyncio.run(drive(url, method, bodies, args.concurrency))
+    result = asyncio.run(drive(url, method, bodies, args.concurrency, ctype))
     json.dump(result, sys.stdout)
     return 0
 

@@ -6,11 +6,13 @@
 * ``single_post`` -- 50 concurrent clients each POSTing one DSSE envelope at a time to
   ``/v1/entries`` (201 only once durable and checkpointed, with an inclusion proof);
   targets >= 2,000 records/s and p99 <= 50 ms.
-* ``batch_post`` -- ``POST /v1/entries:batch`` with 500 envelopes per request, 4 in flight
+* ``batch_post`` -- ``POST /v1/entries:batch`` with 500 envelopes per request (the canonical
+  msgpack body ``NodeClient.submit_batch`` sends), 4 in flight
   (a bulk uploader keeping 2,000 envelopes outstanding, a quarter of ``limits.max_queue``;
   with 2 in flight the same node measured 25-45% fewer records/s, its workers idle while
   one request is answered and the next one parsed);
-  target >= 0.7 x the raw two-thread Ed25519 rate measured right before each repetition.
+  target >= 0.7 x the raw two-thread Ed25519 rate measured right before each repetition;
+  ``batch_post_{node,workers,client}_cpu``: where its CPU goes, per record.
 
 Both processes share the machine's cores, as they would on one host.
 """
@@ -53,11 +55,11 @@ BATCH_IN_FLIGHT = 4
 
 
 def client(url: str, mode: str, count: int, *, start: int = 0, concurrency: int = CONCURRENCY,
-           batch: int = 500) -> dict[str, Any]:
+           batch: int = 500, body: str = "msgpack") -> dict[str, Any]:
     """Run the load generator process once and return its JSON result."""
     done = subprocess.run(
         [sys.executable, "-m", "bench._http_client", "--url", url, "--mode", mode, "--count", str(count),
-         "--start", str(start), "--concurrency", str(concurrency), "--batch", str(batch)],
+         "--start", str(start), "--concurrency", str(concurrency), "--batch", str(batch), "--body", body],
         capture_output=True, text=True, check=True, env=ENV, cwd=ROOT, timeout=900,
     )
     result: dict[str, Any] = json.loads(done.stdout)
@@ -117,9 +119,33 @@ class Node:
         """CPU time the node process has used so far (every thread, user + system)."""
         return process_cpu_s(self.proc.pid)
 
+    def helpers_cpu_seconds(self) -> float:
+        """CPU time the node's child processes now running have used so far (its verifying
+        workers and their forkserver)."""
+        return sum(process_cpu_s(pid) for pid in _descendants(self.proc.pid))
+
     def stop(self) -> None:
         """SIGTERM and wait (the node finishes its queued commits)."""
         stop_process(self.proc, 60)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
 
 
 def run(ctx: Context) -> None:
@@ -140,6 +166,7 @@ def run(ctx: Context) -> None:
         client(node.url, "single", 500, start=at)  # warm up
         at += 500
         single, lat, batch, node_cpu, client_cpu, paired = [], [], [], [], [], []
+        batch_node, batch_workers, batch_client = [], [], []
         for _ in range(reps):
             c0 = node.cpu_seconds()
             r = client(node.url, "single", n_single, start=at)
@@ -149,7 +176,11 @@ def run(ctx: Context) -> None:
             single.append(r["ok"] / r["elapsed_s"])
             lat += r["latencies_ms"]
             paired.append(paired_verify_2t(ctx))
+            c0, w0 = node.cpu_seconds(), node.helpers_cpu_seconds()
             r = client(node.url, "batch", n_batch, start=at, concurrency=BATCH_IN_FLIGHT)
+            batch_node.append((node.cpu_seconds() - c0) / n_batch * 1e6)
+            batch_workers.append((node.helpers_cpu_seconds() - w0) / n_batch * 1e6)
+            batch_client.append(r["cpu_s"] / n_batch * 1e6)
             at += n_batch
             batch.append(n_batch / r["elapsed_s"])
         ctx.record("single_post", single, "records/s", limit=HTTP_GET,
@@ -169,6 +200,11 @@ def run(ctx: Context) -> None:
                    target=(f">= {TARGET_BATCH} x raw 2-thread Ed25519 verify", ratio_at_least(TARGET_BATCH)),
                    notes=f"POST /v1/entries:batch, 500 envelopes per request, {BATCH_IN_FLIGHT} in flight; "
                          "verified by the node's worker processes")
+        for name, values, what in (("node", batch_node, "the node process (all threads)"),
+                                    ("workers", batch_workers, "the node's verifying worker processes"),
+                                    ("client", batch_client, "the load generator")):
+            ctx.record(f"batch_post_{name}_cpu", values, "us/record", higher_is_better=False,
+                       notes=f"CPU time of {what} per batched record")
         ctx.record("log_size", [float(node.api.log_info()["size"])], "entries")
         print(f"  single_post median {statistics.median(single):.0f}/s", flush=True)
     finally:

@@ -29,6 +29,15 @@ class AppendResult:
     size: int
     duplicate: bool = False
 
+    @classmethod
+    def appended(cls, index: int, leaf_hash: bytes, checkpoint: str, size: int) -> AppendResult:
+        """``AppendResult(index, leaf_hash, checkpoint, size)`` without the frozen dataclass
+        ``__init__`` (one call per field): the sequencer makes one per entry."""
+        r: AppendResult = object.__new__(cls)
+        object.__setattr__(r, "__dict__", {"index": index, "leaf_hash": leaf_hash, "checkpoint": checkpoint,
+                                           "size": size, "duplicate": False})
+        return r
+
 
 class Request:
     """One envelope to append; its outcome is set exactly once, by the sequencer."""

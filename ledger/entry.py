@@ -84,9 +84,35 @@ class Entry:
         # The canonical map {env, prev, seq, ts, v} spelled out (keys in byte order): the
         # envelope's canonical bytes are computed once, in the verifying threads, and this
         # runs on the sequencer. Tests pin it to encode() of the same map.
-        raw = b"".join((_ENV_KEY, envelope.to_msgpack(), _PREV_KEY, prev, _SEQ_KEY, msgpack.packb(seq),
-                        _TS_KEY, msgpack.packb(ts), _V_FIELD))
+        raw = b"".join((_ENV_KEY, envelope.to_msgpack(), _PREV_KEY, prev, _SEQ_KEY, _pack_uint(seq),
+                        _TS_KEY, _pack_uint(ts), _V_FIELD))
         return cls(seq, prev, ts, envelope, raw, leaf_hash(raw))
+
+    @classmethod
+    def chain(cls, seq: int, prev: bytes, ts: int, envelopes: Sequence[Envelope]) -> list[Entry]:
+        """The entries :meth:`build` makes for ``envelopes`` at ``seq, seq + 1, ...``, each
+        chained to the one before (the first to ``prev``), all at ``ts``: the sequencer's
+        batch. The fields are checked once for the batch, and ``ts`` packed once.
+
+        Raises:
+            EncodingError: a field is out of range (the same rules as :meth:`build`).
+        """
+        if not envelopes:
+            return []
+        _check_fields(seq, prev, ts)
+        _check_fields(seq + len(envelopes) - 1, prev, ts)
+        tail = _TS_KEY + _pack_uint(ts) + _V_FIELD
+        out: list[Entry] = []
+        new, setattr_, pack, join = object.__new__, object.__setattr__, _pack_uint, b"".join
+        for env in envelopes:
+            raw = join((_ENV_KEY, env.to_msgpack(), _PREV_KEY, prev, _SEQ_KEY, pack(seq), tail))
+            h = leaf_hash(raw)
+            entry: Entry = new(cls)  # the frozen dataclass without its __init__ (one call per field)
+            setattr_(entry, "__dict__", {"seq": seq, "prev": prev, "ts": ts, "envelope": env, "raw": raw,
+                                         "leaf_hash": h})
+            out.append(entry)
+            prev, seq = h, seq + 1
+        return out
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Entry:
@@ -163,6 +189,23 @@ def _fast_entry(raw: bytes) -> Entry | None:
     return Entry(seq, prev, ts, envelope, raw, leaf_hash(raw))
 
 
+def _pack_uint(n: int) -> bytes:
+    """``msgpack.packb(n)`` of an integer ``0 <= n < 2**64`` (its shortest form), without
+    making a Packer per call (tests pin it to msgpack)."""
+    if n < 0x80:
+        return _FIXINTS[n]
+    if n < 0x100:
+        return b"\xcc" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xcd" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\xce" + n.to_bytes(4, "big")
+    return b"\xcf" + n.to_bytes(8, "big")
+
+
+_FIXINTS = [bytes([i]) for i in range(0x80)]
+
+
 def _check_fields(seq: object, prev: object, ts: object) -> None:
     if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= _INT64_MAX:
         raise EncodingError("entry.seq: want a non-negative 64-bit integer")
@@ -187,6 +230,16 @@ class LoggedRecord:
     signers: tuple[KeyId, ...]
     record: Record
     record_id: bytes
+
+    @classmethod
+    def made(cls, origin: str, index: int, ts: int, leaf_hash: bytes, signers: tuple[KeyId, ...],
+             record: Record, record_id: bytes) -> LoggedRecord:
+        """``LoggedRecord(...)`` of these fields without the frozen dataclass ``__init__``
+        (one call per field): for the log's sequencer, per entry."""
+        rec: LoggedRecord = object.__new__(cls)
+        object.__setattr__(rec, "__dict__", {"origin": origin, "index": index, "ts": ts, "leaf_hash": leaf_hash,
+                                             "signers": signers, "record": record, "record_id": record_id})
+        return rec
 
 
 def sign_record(record: KeyRecord, signers: Sequence[Signer]) -> Envelope:

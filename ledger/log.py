@@ -39,6 +39,7 @@ from concurrent.futures import Future
 from ledger import merkle
 from ledger._bulk import Verifier
 from ledger._checkpoints import Checkpointer
+from ledger._frontier import Frontier
 from ledger._recordids import RecordIdFilter
 from ledger._requests import AppendResult, Request
 from ledger.attestation import Attestation
@@ -53,7 +54,7 @@ from ledger.errors import (
     TurtlesError,
     UnavailableError,
 )
-from ledger.keys import Signer
+from ledger.keys import KeyId, Signer
 from ledger.procverify import VerifierProcesses
 from ledger.reader import LogReader
 from ledger.store import Batch, Database, Head, LogStore
@@ -105,8 +106,7 @@ class Log(LogReader):
         self._queued_lock = threading.Lock()
         self._last_ts = self._read_last_ts()
         self._checkpoints.check_watermark(self._head)
-        plan = merkle.tree_hash_plan(self._head.size)
-        self._frontier: dict[merkle.Coord, bytes] = dict(zip(plan, store.hashes(plan), strict=True))
+        self._frontier = Frontier(store, self._head.size)
         self._record_ids = RecordIdFilter.of(store.record_ids(), self._head.size)
         self._verifier = Verifier(gate, self.origin, procs)  # procs: their owner closes them
         self._checkpoint = self._checkpoints.ensure(self._head)
@@ -247,8 +247,7 @@ class Log(LogReader):
         """Re-read the durable state after an unexpected error (memory may be ahead of it)."""
         self._head = self._store.head()
         self._last_ts = self._read_last_ts()
-        plan = merkle.tree_hash_plan(self._head.size)
-        self._frontier = dict(zip(plan, self._store.hashes(plan), strict=True))
+        self._frontier = Frontier(self._store, self._head.size)
 
     def _integrate_some(self, requests: list[Request]) -> list[Request]:
         """Commit a prefix of ``requests`` ending at the first key record; return the rest.
@@ -266,13 +265,11 @@ class Log(LogReader):
     def _integrate_prefix(self, requests: list[Request], early: list[Request]) -> list[Request]:
         head = self._head
         ts = max(self._clock(), self._last_ts)
-        entries: list[tuple[int, bytes]] = []
-        index_keys: list[tuple[bytes, bytes]] = []
-        accepted: list[tuple[Request, Entry, LoggedRecord]] = []
-        seen: dict[bytes, tuple[int, set[str]]] = {}
+        admitted: list[tuple[Request, Prepared]] = []
+        seen: dict[bytes, tuple[int, tuple[KeyId, ...]]] = {}
         rest: list[Request] = []
         in_batch_dups: list[tuple[Request, int]] = []
-        prev = head.last
+        admit, origin = self._gate.admit, self.origin
         for i, req in enumerate(requests):
             try:
                 prepared = req.prepared or self.prepare(req.envelope)
@@ -284,29 +281,33 @@ class Log(LogReader):
                         req.note(self._result(dup, duplicate=True))
                         early.append(req)
                     continue
-                self._gate.admit(record=prepared.record, signers=prepared.signers, origin=self.origin, at=ts)
+                admit(record=prepared.record, signers=prepared.signers, origin=origin, at=ts)
             except TurtlesError as e:
                 req.note(e)
                 early.append(req)
                 continue
-            seq = head.size + len(accepted)
-            entry = Entry.build(seq=seq, prev=prev, ts=ts, envelope=prepared.envelope)
-            prev = entry.leaf_hash
-            entries.append((seq, entry.raw))
-            index_keys.extend(index_rows(seq, prepared))
-            seen[prepared.record_id] = (seq, set(prepared.signers))
-            logged = LoggedRecord(self.origin, seq, ts, entry.leaf_hash, prepared.signers, prepared.record, prepared.record_id)
-            accepted.append((req, entry, logged))
+            seen[prepared.record_id] = (head.size + len(admitted), prepared.signers)
+            admitted.append((req, prepared))
             if not isinstance(prepared.record, Attestation):
                 rest = requests[i + 1 :]
                 break
-        if not accepted:
+        if not admitted:
             return rest
+        chained = Entry.chain(head.size, head.last, ts, [p.envelope for _, p in admitted])
+        entries = [(e.seq, e.raw) for e in chained]
+        index_keys: list[tuple[bytes, bytes]] = []
+        accepted: list[tuple[Request, Entry, LoggedRecord]] = []
+        logged_record = LoggedRecord.made
+        for (req, prepared), entry in zip(admitted, chained, strict=True):
+            index_keys.extend(index_rows(entry.seq, prepared))
+            logged = logged_record(origin, entry.seq, ts, entry.leaf_hash, prepared.signers, prepared.record,
+                                   prepared.record_id)
+            accepted.append((req, entry, logged))
+        prev = chained[-1].leaf_hash
         size = head.size + len(accepted)
-        hashes = merkle.stored_hashes_for_leaves(head.size, [e.leaf_hash for _, e, _ in accepted], self._frontier_hashes)
-        frontier = self._next_frontier(size, hashes)
-        root = merkle.assemble_tree_hash(size, list(frontier.values()))
-        batch = Batch(entries, hashes, index_keys, Head(size, root, prev))
+        hashes = merkle.stored_hashes_for_leaves(head.size, [e.leaf_hash for e in chained], self._frontier.read)
+        frontier = self._frontier.after(size, hashes)
+        batch = Batch(entries, hashes, index_keys, Head(size, frontier.root(), prev))
         # Before the write: a filter that holds an id the store lacks costs a lookup, never a duplicate.
         for rid in seen:
             self._record_ids.add(rid)
@@ -327,44 +328,24 @@ class Log(LogReader):
             for req in [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]:
                 req.reject(e)
             return rest
+        appended, checkpoint = AppendResult.appended, self._checkpoint
         for req, entry, _ in accepted:
-            req.resolve(AppendResult(entry.seq, entry.leaf_hash, self._checkpoint, size))
+            req.outcome = appended(entry.seq, entry.leaf_hash, checkpoint, size)
+            if req.future is not None:  # Request.resolve, spelled out: most bulk requests have none
+                req.notify()
         for req, index in in_batch_dups:
             req.resolve(self._result(index, duplicate=True))
         return rest
 
-    def _next_frontier(self, size: int, hashes: Sequence[tuple[int, int, bytes]]) -> dict[merkle.Coord, bytes]:
-        """The frontier of the tree of ``size`` after appending a batch that made ``hashes``.
-
-        Each perfect subtree of the new tree is either one of the old tree's (unchanged) or
-        was completed by the batch, so it is among ``hashes`` -- near their end.
-        """
-        plan = merkle.tree_hash_plan(size)
-        need = {c for c in plan if c not in self._frontier}
-        made: dict[merkle.Coord, bytes] = {}
-        for level, idx, h in reversed(hashes):
-            if len(made) == len(need):
-                break
-            if (level, idx) in need:
-                made[(level, idx)] = h
-        lost = [c for c in need if c not in made]  # never, if the store is sound
-        made.update(zip(lost, self._store.hashes(lost), strict=True))
-        return {c: made[c] if c in made else self._frontier[c] for c in plan}
-
-    def _frontier_hashes(self, coords: Sequence[merkle.Coord]) -> list[bytes]:
-        """Stored hashes of the current tree, from the in-memory frontier when it has them."""
-        missing = [c for c in coords if c not in self._frontier]
-        found = dict(zip(missing, self._store.hashes(missing), strict=True)) if missing else {}
-        return [self._frontier[c] if c in self._frontier else found[c] for c in coords]
-
-    def _duplicate_of(self, prepared: Prepared, seen: dict[bytes, tuple[int, set[str]]]) -> int | None:
+    def _duplicate_of(self, prepared: Prepared, seen: dict[bytes, tuple[int, tuple[KeyId, ...]]]) -> int | None:
         """Index of an entry already holding this record with (at least) these signers."""
         rid = prepared.record_id
         known: list[tuple[int, set[str]]] = []
         if rid in self._record_ids:
             known = [(s, set(k)) for s, k in self._store.by_record_id(rid)]
         if rid in seen:
-            known.append(seen[rid])
+            index, signers = seen[rid]
+            known.append((index, set(signers)))
         if not known:
             return None
         union = set().union(*(k for _, k in known))

@@ -79,9 +79,18 @@ class BatchOutcome:
                 items.append({"status": r.http_status, **r.to_dict()})
         return {"checkpoint": self.checkpoint, "size": self.size, "results": items}
 
+    def render(self) -> None:
+        """Build :meth:`to_json`'s bytes now and keep them (e.g. in a pool thread, so that
+        the event loop only sends them)."""
+        object.__setattr__(self, "_json", self._render())
+
     def to_json(self) -> bytes:
         """:meth:`to_dict` as the bytes ``json.dumps`` writes for it, appended results built
         directly (a batch answer is mostly hex proofs: the generic encoder costs more)."""
+        rendered: bytes | None = getattr(self, "_json", None)  # a cache, not a field: eq ignores it
+        return rendered if rendered is not None else self._render()
+
+    def _render(self) -> bytes:
         texts = self.proof_json
         if texts is None:
             texts = [proof_text(p) for p in self.proofs]

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import suppress
 from functools import partial
+from operator import attrgetter
 from typing import NamedTuple
 
 from ledger.envelope import Envelope
@@ -47,6 +48,7 @@ from node.proofs import Prover
 
 _CHUNK = 32
 _MISSING = object()
+_size = attrgetter("size")
 
 
 class _Waiter(NamedTuple):
@@ -144,8 +146,11 @@ class Submitter:
         envelopes = [x for x in items if isinstance(x, Envelope)]
         if self._log.verifies_in_processes(len(envelopes)):
             with self._inflight.admit(len(envelopes)):
-                appended = iter(await loop.run_in_executor(None, self._log.append_many, envelopes))
-            return await self._outcome([next(appended) if isinstance(x, Envelope) else x for x in items])
+                appended = await loop.run_in_executor(None, self._log.append_many, envelopes)
+            if len(envelopes) < len(items):  # malformed ones are answered in their places
+                each = iter(appended)
+                appended = [next(each) if isinstance(x, Envelope) else x for x in items]
+            return await self._outcome(appended)
         with self._inflight.admit(len(envelopes)):
             chunks = [envelopes[i : i + _CHUNK] for i in range(0, len(envelopes), _CHUNK)]
             verifying = iter([loop.run_in_executor(self._executor, _prepare_all, self._log, c) for c in chunks])
@@ -179,11 +184,18 @@ class Submitter:
         """The batch's answer: its results and their proofs against one checkpoint."""
         loop = asyncio.get_running_loop()
         done = [r for r in results if isinstance(r, AppendResult)]
-        latest = max(done, key=lambda r: r.size) if done else None
+        latest = max(done, key=_size) if done else None
         checkpoint = latest.checkpoint if latest else self._log.checkpoint()
         size = latest.size if latest else self._log.size
-        proofs, texts = await loop.run_in_executor(None, self._prove_batch, results, size)
-        return BatchOutcome(checkpoint, size, results, proofs, texts)
+        return await loop.run_in_executor(None, self._answer_batch, checkpoint, size, results)
+
+    def _answer_batch(self, checkpoint: str, size: int, results: list[AppendResult | TurtlesError]) -> BatchOutcome:
+        """The batch's outcome with its answer rendered (in a pool thread: a 500-envelope
+        answer is ~0.5 MB of JSON, which the event loop need not spend its time on)."""
+        proofs, texts = self._prove_batch(results, size)
+        outcome = BatchOutcome(checkpoint, size, results, proofs, texts)
+        outcome.render()
+        return outcome
 
     def _prove_batch(
         self, results: Sequence[AppendResult | TurtlesError], size: int

@@ -202,7 +202,8 @@ def _admit_attestation(
     if not signers:
         raise NotAdmittedError("attestation has no verified signer", rule="required_signer", origin=origin)
     first: NotAdmittedError | None = None
-    names = sorted({s.name for s in record.subjects})
+    subjects = record.subjects
+    names = [subjects[0].name] if len(subjects) == 1 else sorted({s.name for s in subjects})
 
     def may_attest(p: TrustPath) -> bool:
         scope = p.hops[-1].scope
@@ -210,8 +211,18 @@ def _admit_attestation(
 
     # A remembered accepted path that lets a signer attest is one the search below would
     # also find (same order, it only stops earlier); anything else takes the full search.
-    if memo is not None and any(may_attest(p) for kid in signers for p in memo.accepted(graph, kid, at)):
-        return
+    # (Loops rather than may_attest: this runs once per attestation a log appends.)
+    if memo is not None:
+        for kid in signers:
+            for p in memo.accepted(graph, kid, at):
+                scope = p.hops[-1].scope
+                if "release" not in scope.purposes and "build" not in scope.purposes:
+                    continue
+                for n in names:
+                    if not scope.covers(n):
+                        break
+                else:
+                    return
 
     for kid in signers:
         try:

@@ -30,6 +30,8 @@ from ledger.entry import (
     MAX_ENTRY_BYTES,
     ZERO_HASH,
     Entry,
+    LoggedRecord,
+    _pack_uint,
     parse_record,
     record_id,
     sign_record,
@@ -46,7 +48,7 @@ from ledger.errors import (
     TooLargeError,
     TurtlesError,
 )
-from ledger.keys import SoftwareSigner
+from ledger.keys import KeyId, SoftwareSigner
 from ledger.records import (
     Delegation,
     Endorsement,
@@ -498,3 +500,43 @@ def test_parse_record_refuses_unknown_types_and_bad_payloads() -> None:
 def test_sign_record_needs_a_signer() -> None:
     with pytest.raises(EnvelopeError):
         sign_record(RECORDS[0], [])
+
+
+# --- the sequencer's batch form ----------------------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(st.integers(0, (1 << 63) - 20), st.binary(min_size=32, max_size=32), st.integers(0, (1 << 63) - 1),
+       st.lists(envelopes, max_size=6))
+def test_chain_is_build_in_turn(seq: int, prev: bytes, ts: int, envs: list[Envelope]) -> None:
+    chained = Entry.chain(seq, prev, ts, envs)
+    built = []
+    for i, env in enumerate(envs):
+        built.append(Entry.build(seq=seq + i, prev=built[-1].leaf_hash if built else prev, ts=ts, envelope=env))
+    assert chained == built
+    assert [(e.raw, e.leaf_hash) for e in chained] == [(e.raw, e.leaf_hash) for e in built]
+    for e in chained:
+        assert Entry.from_bytes(e.raw) == e
+
+
+def test_chain_checks_its_fields() -> None:
+    env = _root_env()
+    for seq, prev, ts, where in ((-1, ZERO_HASH, 0, "seq"), ((1 << 63) - 1, ZERO_HASH, 0, "seq"),
+                                 (0, b"x", 0, "prev"), (0, ZERO_HASH, -5, "ts"), (0, ZERO_HASH, 1 << 63, "ts")):
+        with pytest.raises(EncodingError, match=where):
+            Entry.chain(seq, prev, ts, [env, env])
+    assert Entry.chain((1 << 63) - 1, ZERO_HASH, 0, [env])[0].seq == (1 << 63) - 1
+    assert Entry.chain(-1, b"x", -1, []) == []
+
+
+@given(st.integers(0, (1 << 64) - 1))
+def test_pack_uint_is_msgpack(n: int) -> None:
+    assert _pack_uint(n) == msgpack.packb(n)
+
+
+def test_logged_record_made_is_the_dataclass() -> None:
+    env = _root_env()
+    fields = ("o", 3, 9, b"h" * 32, (KeyId("k"),), parse_record(env), record_id(env.payload_type, env.payload))
+    made = LoggedRecord.made(*fields)
+    assert made == LoggedRecord(*fields) and hash(made) == hash(LoggedRecord(*fields))
+    assert vars(made) == vars(LoggedRecord(*fields))

@@ -302,3 +302,10 @@ def test_append_many_when_a_chunk_ends_in_an_early_answer(world: World) -> None:
         assert [i for i, r in enumerate(results) if not isinstance(r, AppendResult)] == [127]
         assert isinstance(results[127], SignatureError)
         assert results[63].duplicate and results[255].duplicate  # type: ignore[union-attr]
+
+
+def test_append_result_appended_is_the_dataclass() -> None:
+    made = AppendResult.appended(5, b"h" * 32, "note", 9)
+    plain = AppendResult(5, b"h" * 32, "note", 9)
+    assert made == plain and hash(made) == hash(plain) and vars(made) == vars(plain)
+    assert not made.duplicate

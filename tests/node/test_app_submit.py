@@ -205,6 +205,25 @@ async def test_a_large_batch_is_verified_by_worker_processes_with_the_same_answe
             merkle.verify_inclusion(bytes.fromhex(item["leaf_hash"]), item["index"], cp.size, proof, cp.root)
 
 
+async def test_a_large_msgpack_batch_takes_the_bulk_path_with_the_json_answers(client: Client) -> None:
+    signer, root = root_envelope()
+    assert (await post(client, root))[0] == 201
+    envs = [attestation(signer, f"mp{i}", f"mp {i}".encode())[1] for i in range(300)]
+    assert client.app[RUNTIME].holdings.own.verifies_in_processes(len(envs))
+    r = await client.post("/v1/entries:batch", data=encode([e.to_value() for e in envs]), headers=MSGPACK)
+    assert r.status == 200
+    out = await r.json()
+    assert [x["status"] for x in out["results"]] == [201] * 300
+    assert [x["index"] for x in out["results"]] == list(range(1, 301))
+    cp = Checkpoint.parse(open_note(out["checkpoint"], await vkey(client)))
+    for item in out["results"]:
+        proof = [bytes.fromhex(h) for h in item["inclusion_proof"]]
+        merkle.verify_inclusion(bytes.fromhex(item["leaf_hash"]), item["index"], cp.size, proof, cp.root)
+    again = await client.post("/v1/entries:batch", data=json.dumps({"envelopes": [e.to_dict() for e in envs]}),
+                              headers=JSON)
+    assert [(x["status"], x["index"]) for x in (await again.json())["results"]] == [(409, i) for i in range(1, 301)]
+
+
 async def test_batch_limits(aiohttp_client: Any, tmp_path: Path) -> None:
     client = await aiohttp_client(create_app(make_config(tmp_path, max_batch=3)))
     signer, _ = root_envelope()

@@ -14,8 +14,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
+from ledger.encoding import encode
 from ledger.envelope import Envelope, Signature
 from ledger.errors import SignatureError, TurtlesError
 from ledger.holdings import Holdings
@@ -156,6 +158,9 @@ def test_prebuilt_batch_json_equals_json_dumps() -> None:
                 results.append(refused if not proofs[1] else AppendResult(8, b"\xcd" * 32, note, 9))
                 out = BatchOutcome(note, 9, results, proofs)
                 assert out.to_json() == json.dumps(out.to_dict()).encode()
+                rendered = BatchOutcome(note, 9, results, proofs)
+                rendered.render()  # built ahead (in a pool thread, by the node): the same bytes
+                assert rendered.to_json() == out.to_json() and rendered == out
 
 
 async def test_single_post_answer_headers_and_body(client: Client) -> None:
@@ -244,3 +249,75 @@ def test_batch_fast_path_matches_the_strict_parser(monkeypatch: Any) -> None:
     strict = [_batch_outcome(b) for b in bodies]
     for body, f, s in zip(bodies, fast, strict, strict=True):
         assert f == s, body[:200]
+
+
+def _msgpack_outcome(body: bytes) -> Any:
+    try:
+        got = parse_batch("msgpack", body, 1000)
+    except TurtlesError as e:
+        return type(e).__name__, e.message
+    return [x if isinstance(x, Envelope) else (type(x).__name__, x.message) for x in got]
+
+
+def _msgpack_bodies() -> list[bytes]:
+    """Canonical batch bodies, and near misses of them the strict decoder reads otherwise."""
+    signer, root = root_envelope()
+    _, att = attestation(signer, "pkg", b"x")
+    two = att.with_signature(SoftwareSigner.generate("ed25519"))
+    values = [root.to_value(), att.to_value(), two.to_value()]
+    canonical = encode(values)
+    sig = values[1]["signatures"][0]
+    odd: list[Any] = [
+        {**values[1], "payload": values[1]["payload"].decode("latin-1")},  # str, not bin
+        {**values[1], "extra": 1},
+        {**values[1], "payloadType": ""},
+        {**values[1], "signatures": []},
+        {**values[1], "signatures": [sig, sig]},  # a duplicate key id
+        {**values[1], "signatures": [sig] * 17},
+        {**values[1], "signatures": [{"sig": sig["sig"]}]},  # no keyid
+        {**values[1], "signatures": [{"keyid": 5, "sig": sig["sig"]}]},
+        {**values[1], "signatures": [{"keyid": sig["keyid"], "sig": b""}]},
+        [values[1]],
+        7,
+    ]
+    bodies = [canonical, encode([values[1]]), encode(values * 400)]  # the last: over the batch limit
+    bodies += [encode([*values, v]) for v in odd]
+    packed_att = encode(values[1])
+    bodies += [
+        msgpack.packb([values[1]], use_bin_type=True),  # keys out of canonical order
+        b"\x91" + packed_att + b"\x00",  # a trailing byte
+        b"\xdc\x00\x01" + packed_att,  # a wider array header than needed
+        b"\x91" + packed_att.replace(b"\x82\xa5keyid", b"\x83\xa5keyid\xa0\xa5keyid", 1),  # a twin key
+        b"\x90",
+        b"\xc0",
+        b"",
+    ]
+    return bodies
+
+
+def test_msgpack_batch_fast_path_matches_the_strict_decoder(monkeypatch: Any) -> None:
+    bodies = _msgpack_bodies()
+    rng = random.Random(13)
+    for _ in range(1500):
+        mutated = bytearray(rng.choice(bodies[:2]))
+        for _ in range(rng.randint(1, 2)):
+            i = rng.randrange(len(mutated))
+            op = rng.random()
+            if op < 0.4:
+                mutated[i] = rng.randrange(256)
+            elif op < 0.7:
+                del mutated[i]
+            else:
+                mutated.insert(i, rng.choice(b"\x00\x01\x7f\x80\x90\x91\xa0\xa5\xc0\xc4\xd9\xdc\xff"))
+        bodies.append(bytes(mutated))
+    assert submit_routes._common_msgpack_batch(bodies[0], 1000) is not None  # the fast path takes the common shape
+    fast = [_msgpack_outcome(b) for b in bodies]
+    assert isinstance(fast[0], list) and len(fast[0]) == 3 and all(isinstance(x, Envelope) for x in fast[0])
+    took = [b for b in bodies if submit_routes._common_msgpack_batch(b, 1000) is not None]
+    monkeypatch.setattr(submit_routes, "_common_msgpack_batch", lambda body, max_batch: None)
+    strict = [_msgpack_outcome(b) for b in bodies]
+    for body, f, s in zip(bodies, fast, strict, strict=True):
+        assert f == s, body[:200]
+    assert all(isinstance(s, list) and all(isinstance(x, Envelope) for x in s)
+               for s in (_msgpack_outcome(b) for b in took))  # it takes only bodies the strict path takes whole
+    assert len(took) < len(bodies) // 2
