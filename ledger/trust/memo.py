@@ -33,7 +33,7 @@ from ledger.trust.graph import TrustGraph
 
 if TYPE_CHECKING:
     from ledger.trust.context import Rules
-    from ledger.trust.evaluate import LinkState
+    from ledger.trust.link import LinkState
     from ledger.trust.search import Frame
 
 MAX_ENTRIES = 100_000
@@ -88,7 +88,7 @@ class QueryMemo:
 
     def link_states(self, purpose: str | None) -> dict[StateKey, LinkState]:
         """The judged first links of chains evaluated for ``purpose`` (each holding the
-        links judged after it: :class:`~ledger.trust.evaluate.LinkState`)."""
+        links judged after it: :class:`~ledger.trust.link.LinkState`)."""
         level = self._evals.get(purpose)
         if level is None:
             level = self._evals[purpose] = {}
