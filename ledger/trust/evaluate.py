@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 from ledger.entry import LoggedRecord
 from ledger.trust.context import Event, Link, Query, Rules
-from ledger.trust.link import Judged, LinkState
+from ledger.trust.link import Judged, LinkState, clean_attestation
 from ledger.trust.memo import QueryMemo, StateKey
 from ledger.trust.scope import Scope
 from ledger.trust.verdict import Hop, Reason, TrustKind, TrustPath
@@ -198,6 +198,29 @@ def evaluate_extended(q: Query, prefix: Prefix, link: Link) -> TrustPath:
     return _finish(q.rules, n, prefix.purpose, st.scope, st.transitive, hops, reasons)
 
 
+def clean_extension(q: Query, prefix: Prefix, link: Link) -> tuple[str, ...] | None:
+    """For an attestation ``link``: its names (the ``names`` of the last hop) if
+    ``evaluate_extended(q, prefix, link)`` would be accepted, else None -- without making
+    the path (what an item that loses trust on a signer's chain needs of it).
+
+    Raises:
+        ValueError: ``link`` is not an attestation.
+    """
+    if link.kind != "attestation":
+        raise ValueError("clean_extension: the link must be an attestation")
+    if prefix.reasons:
+        return None
+    if prefix.events:
+        q.replay(prefix.events)
+    last = prefix.last
+    purpose = prefix.purpose
+    if len(prefix.links) >= q.rules.max_path_length or (purpose is not None and purpose not in last.scope.purposes):
+        return None
+    if _judge(q, last, link.rec.ts, link.rec)[1]:
+        return None
+    return clean_attestation(q, link, last.scope)
+
+
 def _finish(rules: Rules, n: int, purpose: str | None, scope: Scope, transitive: int, hops: list[Hop],
             reasons: list[Reason]) -> TrustPath:
     """The evaluated path, with path-level reasons (the weakest link is named when paths
@@ -241,4 +264,4 @@ def _reliance(q: Query, chain: Sequence[Link], i: int) -> tuple[int, LoggedRecor
     return below.rec.ts, below.rec
 
 
-__all__ = ["Prefix", "evaluate", "evaluate_extended"]
+__all__ = ["Prefix", "clean_extension", "evaluate", "evaluate_extended"]

@@ -149,10 +149,35 @@ class LinkState:
         return hop, reasons, tuple(q.events) if q.events else (), signed
 
 
+def clean_attestation(q: Query, link: Link, scope: Scope) -> tuple[str, ...] | None:
+    """The names of attestation ``link`` if, after links that leave ``scope``, its state
+    would hold no reason and judging it at ``q.at`` would add none (what
+    ``LinkState(...).judge(q, q.at, None)`` finds, without making either); else None."""
+    rec, g, rules = link.rec, q.graph, q.rules
+    if rec.ts > q.at or g.is_equivocating(rec.origin):
+        return None
+    if rules.witness_quorum and len(g.witnesses(rec.origin, rec.index)) < rules.witness_quorum:
+        return None
+    r = rec.record
+    assert isinstance(r, Attestation)
+    names = _names(r, link.to)
+    if not any(scope.covers(nm) for nm in names):
+        return None
+    key = g.public_key(KeyId(link.frm or ""))
+    if key is not None and key.alg not in rules.allowed_algorithms:
+        return None
+    return names
+
+
+def _names(r: Attestation, subject: str) -> tuple[str, ...]:
+    """The names under which attestation ``r`` carries ``subject`` (``sha256:<hex>``)."""
+    digest = subject[7:]
+    return tuple(sorted({s.name for s in r.subjects if s.sha256 == digest}))
+
+
 def _attestation(out: list[Reason], key: PublicKey | None, scope: Scope, link: Link, r: Attestation,
                  i: int) -> tuple[tuple[str, ...], str | None]:
-    digest = link.to[7:]
-    names = tuple(sorted({s.name for s in r.subjects if s.sha256 == digest}))
+    names = _names(r, link.to)
     if not any(scope.covers(nm) for nm in names):
         level = scope.first_excluding_level(names[0]) if names else None
         globs = list(scope.artefacts[level]) if level is not None else []
@@ -183,4 +208,4 @@ def _check_issuer(out: list[Reason], scope: Scope, link: Link, i: int) -> None:
         out.append(Reason(code, f"{link.frm} may not {verb} {link.to}: it {why}", i))
 
 
-__all__ = ["Judged", "LinkState"]
+__all__ = ["Judged", "LinkState", "clean_attestation"]
