@@ -216,8 +216,12 @@ def clean_extension(q: Query, prefix: Prefix, link: Link) -> tuple[str, ...] | N
     purpose = prefix.purpose
     if len(prefix.links) >= q.rules.max_path_length or (purpose is not None and purpose not in last.scope.purposes):
         return None
-    if _judge(q, last, link.rec.ts, link.rec)[1]:
-        return None
+    saved, q.events = q.events, None  # as in evaluate_extended: what the key checks report is not passed on
+    try:
+        if last.reasons_at(q, link.rec.ts, link.rec):
+            return None
+    finally:
+        q.events = saved
     return clean_attestation(q, link, last.scope)
 
 

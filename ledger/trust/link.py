@@ -120,6 +120,16 @@ class LinkState:
 
     def judge(self, q: Query, t: int, signed: LoggedRecord | None) -> Judged:
         """The link relied upon at ``t`` by ``signed`` (None: the verification time)."""
+        link = self.link
+        reasons = self.reasons_at(q, t, signed)
+        window = self.window
+        nb, na = (None, None) if window is None else window
+        hop = Hop.make(link.kind, link.frm, link.to, self.org_from, self.org, self.join, self.position, t, self.scope,
+                       nb, na, na is not None and na < q.at, self.hsm, self.alg, self.witnesses, self.names, link.rec)
+        return hop, reasons, tuple(q.events) if q.events else (), signed
+
+    def reasons_at(self, q: Query, t: int, signed: LoggedRecord | None) -> tuple[Reason, ...]:
+        """The reasons of :meth:`judge` (empty: the link holds at ``t``), without the hop."""
         link, rec, i = self.link, self.link.rec, self.i
         late: tuple[Reason, ...] = ()
         if rec.ts > t:
@@ -127,8 +137,6 @@ class LinkState:
             late = (Reason("not_integrated", f"{link.kind} record {rec.origin}#{rec.index} was integrated at "
                            f"{rec.ts}, after {relier} ({t})", i),)
         outside: list[Reason] = []
-        nb: int | None = None
-        na: int | None = None
         if self.window is not None:
             nb, na = self.window
             if t < nb:
@@ -141,12 +149,8 @@ class LinkState:
         if self.check_key:
             keyed = key_reasons(q, KeyId(link.to), t=t, signed=signed, above=self.key_above, hop=i)
         if late or outside or keyed:
-            reasons = (*self.first, *late, *self.by_kind, *outside, *self.by_policy, *keyed)
-        else:
-            reasons = self.fixed
-        hop = Hop.make(link.kind, link.frm, link.to, self.org_from, self.org, self.join, self.position, t, self.scope,
-                       nb, na, na is not None and na < q.at, self.hsm, self.alg, self.witnesses, self.names, rec)
-        return hop, reasons, tuple(q.events) if q.events else (), signed
+            return (*self.first, *late, *self.by_kind, *outside, *self.by_policy, *keyed)
+        return self.fixed
 
 
 def clean_attestation(q: Query, link: Link, scope: Scope) -> tuple[str, ...] | None:
