@@ -37,7 +37,7 @@ from ledger.trust.explain import collect
 from ledger.trust.graph import TrustGraph
 from ledger.trust.memo import QueryMemo
 from ledger.trust.policy import Policy
-from ledger.trust.verdict import TrustPath
+from ledger.trust.verdict import TrustPath, fast_instance
 from ledger.trust.weakest import with_weakest
 
 DEFAULT_IMPACT_LIMIT = 10_000
@@ -262,7 +262,9 @@ class _Judge:
                 if relies:
                     names = clean_extension(self.base, prefix, link)
                     if names is not None:
-                        return ImpactItem("artefact", subject, prefix.last.org, names, True, None)
+                        return fast_instance(ImpactItem, {
+                            "kind": "artefact", "subject": subject, "org": prefix.last.org, "names": names,
+                            "loses_trust": True, "alternative": None})
                     continue
                 path = evaluate_extended(self.base, prefix, link)
                 if path.accepted:
@@ -302,8 +304,11 @@ def _item(kind: Literal["key", "artefact"], name: str, path: TrustPath, *, loses
     last = path.hops[-1]
     alternative = None if loses else with_weakest(path, at=at)
     if kind == "artefact":
-        return ImpactItem(kind, "sha256:" + name, last.org_from, last.names, loses, alternative)
-    return ImpactItem(kind, name, last.org_to, (), loses, alternative)
+        subject, org, names = "sha256:" + name, last.org_from, last.names
+    else:
+        subject, org, names = name, last.org_to, ()
+    return fast_instance(ImpactItem, {"kind": kind, "subject": subject, "org": org, "names": names,
+                                      "loses_trust": loses, "alternative": alternative})
 
 
 def _relies_on(path: TrustPath, key: KeyId, since: int | None) -> bool:

@@ -34,7 +34,7 @@ from ledger.trust.graph import TrustGraph
 if TYPE_CHECKING:
     from ledger.trust.context import Rules
     from ledger.trust.link import LinkState
-    from ledger.trust.search import Frame
+    from ledger.trust.search import Candidate, Frame
 
 MAX_ENTRIES = 100_000
 
@@ -53,6 +53,7 @@ class QueryMemo:
         self._attestations: dict[str, Sequence[LoggedRecord]] = {}
         self._evals: dict[str | None, dict[StateKey, LinkState]] = {}
         self.frames: dict[tuple[str, int], Frame] = {}
+        self.ups: dict[str, tuple[Candidate, ...]] = {}  # links up from a key (no copies to choose)
         self._states = 0
         self.hits = 0
 
@@ -72,6 +73,7 @@ class QueryMemo:
         self._attestations = {}
         self._evals = {}
         self.frames = {}
+        self.ups = {}
         self._states = 0
 
     def attestations_for(self, sha256: str) -> Sequence[LoggedRecord]:
@@ -99,6 +101,7 @@ class QueryMemo:
         if self._states >= self.max_entries:
             self._evals = {}
             self.frames = {}
+            self.ups = {}
             self._states = 0
             return False
         self._states += 1
