@@ -215,7 +215,7 @@ class _Judge:
                recs: Sequence[LoggedRecord] = ()) -> tuple[ImpactItem | None, bool]:
         """Judge key ``name`` (``signers``: itself) or artefact ``name`` (its attestations
         ``recs`` and their ``signers``)."""
-        if self._sync():
+        if self.graph.version != self.version and self._sync():
             recs = self.base.attestations_for(name) if kind == "artefact" else ()
         unsure = False
         target = self.target

@@ -45,28 +45,38 @@ class LinkState:
     def __init__(self, q: Query, chain: Sequence[Link], i: int, purpose: str | None, scope: Scope,
                  org: str | None, above: frozenset[str], transitive: int) -> None:
         link = chain[i]
-        rec, r, g, rules = link.rec, link.rec.record, q.graph, q.rules
+        rec = link.rec
+        r, g, rules, origin, kind = rec.record, q.graph, q.rules, rec.origin, link.kind
         self.link, self.i = link, i
         self.children: dict[StateKey, LinkState] = {}
         self.judged: dict[tuple[int, int], Judged] = {}
         self.pins: tuple[LoggedRecord, LoggedRecord | None] | None = None
         first: list[Reason] = []  # before the integration check
         by_kind: list[Reason] = []  # before the window checks
-        self.org_from = org
+        org_from = org
         hsm: bool | None = None
         alg: str | None = None
         window: tuple[int, int | None] | None = None
         names: tuple[str, ...] = ()
-        if g.is_equivocating(rec.origin):
-            first.append(Reason("equivocating", f"record {rec.origin}#{rec.index} comes from an equivocating log", i))
-        witnesses = g.witnesses(rec.origin, rec.index)
+        if g.is_equivocating(origin):
+            first.append(Reason("equivocating", f"record {origin}#{rec.index} comes from an equivocating log", i))
+        witnesses = g.witnesses(origin, rec.index)
         if len(witnesses) < rules.witness_quorum:
-            first.append(Reason("witness", f"record {rec.origin}#{rec.index} is covered by {len(witnesses)} "
+            first.append(Reason("witness", f"record {origin}#{rec.index} is covered by {len(witnesses)} "
                                 f"witness(es), policy wants {rules.witness_quorum}", i))
-        if isinstance(r, RootRecord):
+        if isinstance(r, Delegation):
+            if not scope.can_delegate():
+                _check_issuer(by_kind, scope, link, i)
+            window = (r.not_before, r.not_after)
+            scope = scope.delegate(artefacts=r.artefacts, purposes=r.purposes, max_depth=r.max_depth)
+            # nil org: the subject acts for the issuer's organisation (no join)
+            org, alg = r.org or org_from, r.subject.alg
+            if not scope.purposes:
+                by_kind.append(Reason("purpose", f"no purpose left: {link.frm} may not grant {', '.join(r.purposes)}", i))
+        elif isinstance(r, RootRecord):
             hsm, alg = r.hsm, r.key.alg
             if i == 0:
-                org = self.org_from = r.org
+                org = org_from = r.org
                 _anchor_checks(by_kind, rules, purpose, r, link.to)
             else:
                 e = chain[i - 1].rec.record
@@ -76,14 +86,6 @@ class LinkState:
                 org = r.org
             if rules.require_hsm_root and not hsm:
                 by_kind.append(Reason("hsm", f"root {link.to} of org {r.org} is not HSM-held", i))
-        elif isinstance(r, Delegation):
-            _check_issuer(by_kind, scope, link, i)
-            window = (r.not_before, r.not_after)
-            scope = scope.delegate(artefacts=r.artefacts, purposes=r.purposes, max_depth=r.max_depth)
-            # nil org: the subject acts for the issuer's organisation (no join)
-            org, alg = r.org or self.org_from, r.subject.alg
-            if not scope.purposes:
-                by_kind.append(Reason("purpose", f"no purpose left: {link.frm} may not grant {', '.join(r.purposes)}", i))
         elif isinstance(r, Endorsement):
             _check_issuer(by_kind, scope, link, i)
             window = (r.not_before, r.not_after)
@@ -99,21 +101,23 @@ class LinkState:
             alg = r.new.alg
         elif isinstance(r, Attestation):
             names, alg = _attestation(by_kind, g.public_key(KeyId(link.frm or "")), scope, link, r, i)
-        self.first, self.by_kind = tuple(first), tuple(by_kind)
+        self.first = tuple(first) if first else ()
+        self.by_kind = tuple(by_kind) if by_kind else ()
         self.by_policy: tuple[Reason, ...] = ()
         if alg is not None and alg not in rules.allowed_algorithms:
-            self.by_policy = (Reason("algorithm", f"key {link.to if link.kind != 'attestation' else link.frm} uses "
+            self.by_policy = (Reason("algorithm", f"key {link.to if kind != 'attestation' else link.frm} uses "
                                      f"{alg}, policy allows {', '.join(sorted(rules.allowed_algorithms))}", i),)
-        self.fixed = (*self.first, *self.by_kind, *self.by_policy)  # the reasons when no time-bound one applies
-        self.key_above = above | {link.frm} if link.frm and link.frm not in above else above
+        # the reasons when no time-bound one applies
+        self.fixed = (*self.first, *self.by_kind, *self.by_policy) if first or by_kind or self.by_policy else ()
+        frm, to = link.frm, link.to
+        key_above = above | {frm} if frm and frm not in above else above
+        self.key_above = key_above
         # an attestation is always a chain's last link: nothing is judged below it
-        self.above = self.key_above if link.kind == "attestation" or link.to in self.key_above else (
-            self.key_above | {link.to})
-        to = KeyId(link.to)
-        self.check_key = link.kind != "attestation" and not (link.kind == "root" and i > 0) and bool(
-            g.revocations_of(to) or g.rotations_from(to))
-        self.scope, self.org, self.transitive = scope, org, transitive
-        self.join = self.org_from is not None and org is not None and self.org_from != org
+        self.above = key_above if kind == "attestation" or to in key_above else key_above | {to}
+        self.check_key = kind != "attestation" and not (kind == "root" and i > 0) and bool(
+            g.revocations_of(KeyId(to)) or g.rotations_from(KeyId(to)))
+        self.scope, self.org, self.transitive, self.org_from = scope, org, transitive, org_from
+        self.join = org_from is not None and org is not None and org_from != org
         self.position = Position.of(rec)
         self.hsm, self.alg, self.window, self.names = hsm, alg, window, names
         self.witnesses = tuple(sorted(witnesses)) if witnesses else ()
@@ -176,7 +180,10 @@ def clean_attestation(q: Query, link: Link, scope: Scope) -> tuple[str, ...] | N
 def _names(r: Attestation, subject: str) -> tuple[str, ...]:
     """The names under which attestation ``r`` carries ``subject`` (``sha256:<hex>``)."""
     digest = subject[7:]
-    return tuple(sorted({s.name for s in r.subjects if s.sha256 == digest}))
+    subjects = r.subjects
+    if len(subjects) == 1:  # the common case, without the set
+        return (subjects[0].name,) if subjects[0].sha256 == digest else ()
+    return tuple(sorted({s.name for s in subjects if s.sha256 == digest}))
 
 
 def _attestation(out: list[Reason], key: PublicKey | None, scope: Scope, link: Link, r: Attestation,
