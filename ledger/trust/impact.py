@@ -15,7 +15,8 @@ memoised), a search that never passes through K looks for an alternative (accept
 only, stopping at the first); failing that, a search through K says whether the item is
 trusted now (with ``since``, it also finds paths that rely on K only before ``since``).
 Attestations of one signer are first tried on that signer's accepted chain, evaluated
-again only below the signer. A search bound that leaves an answer unsure sets
+again only below the signer (when that chain passes through K, the item loses trust and
+only its acceptance, org and names are needed: the path is not made). A search bound that leaves an answer unsure sets
 ``truncated``. Without a policy the structural rules apply (every root an anchor,
 endorsements allowed, no HSM, witness or algorithm rule).
 """
