@@ -25,31 +25,24 @@ so a rejected candidate lists all its faults.
 
 How (the result does not depend on it): a link is judged in two parts. What does not
 depend on when it is relied upon -- scope, org, issuer rights, algorithm, witnesses,
-anchor -- follows from the links above it alone (:class:`LinkState`); the reliance time
-adds the integration, window and revocation checks and the hop itself. Under a query memo
-(:class:`~ledger.trust.memo.QueryMemo`) the first part is kept per chain prefix and the
-second per prefix and reliance time, so the chains of one call that share a prefix (every
-artefact of one signer, every key below one issuer) judge it once; the reasons keep the
-order of the rules above either way.
+anchor -- follows from the links above it alone (:class:`~ledger.trust.link.LinkState`);
+the reliance time adds the integration, window and revocation checks and the hop itself.
+Under a query memo (:class:`~ledger.trust.memo.QueryMemo`) the first part is kept per
+chain prefix and the second per prefix and reliance time, so the chains of one call that
+share a prefix (every artefact of one signer, every key below one issuer) judge it once;
+the reasons keep the order of the rules above either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ledger.attestation import Attestation
 from ledger.entry import LoggedRecord
-from ledger.keys import KeyId, PublicKey
-from ledger.records import Delegation, Endorsement, RootRecord, Rotation
 from ledger.trust.context import Event, Link, Query, Rules
+from ledger.trust.link import Judged, LinkState, clean_attestation
 from ledger.trust.memo import QueryMemo, StateKey
-from ledger.trust.revocation import key_reasons
 from ledger.trust.scope import Scope
-from ledger.trust.verdict import Hop, Position, Reason, TrustKind, TrustPath, rfc3339
-
-Judged = tuple[Hop, tuple[Reason, ...], tuple[Event, ...], LoggedRecord | None]
-"""A link judged at one reliance time: its hop, its reasons (all of them, in rule order),
-what key checks reported to the query, and the record it was relied upon by (kept alive)."""
+from ledger.trust.verdict import Hop, Reason, TrustKind, TrustPath
 
 
 def evaluate(q: Query, chain: Sequence[Link], *, purpose: str | None, reuse: TrustPath | None = None) -> TrustPath:
@@ -205,6 +198,33 @@ def evaluate_extended(q: Query, prefix: Prefix, link: Link) -> TrustPath:
     return _finish(q.rules, n, prefix.purpose, st.scope, st.transitive, hops, reasons)
 
 
+def clean_extension(q: Query, prefix: Prefix, link: Link) -> tuple[str, ...] | None:
+    """For an attestation ``link``: its names (the ``names`` of the last hop) if
+    ``evaluate_extended(q, prefix, link)`` would be accepted, else None -- without making
+    the path (what an item that loses trust on a signer's chain needs of it).
+
+    Raises:
+        ValueError: ``link`` is not an attestation.
+    """
+    if link.kind != "attestation":
+        raise ValueError("clean_extension: the link must be an attestation")
+    if prefix.reasons:
+        return None
+    if prefix.events:
+        q.replay(prefix.events)
+    last = prefix.last
+    purpose = prefix.purpose
+    if len(prefix.links) >= q.rules.max_path_length or (purpose is not None and purpose not in last.scope.purposes):
+        return None
+    saved, q.events = q.events, None  # as in evaluate_extended: what the key checks report is not passed on
+    try:
+        if last.reasons_at(q, link.rec.ts, link.rec):
+            return None
+    finally:
+        q.events = saved
+    return clean_attestation(q, link, last.scope)
+
+
 def _finish(rules: Rules, n: int, purpose: str | None, scope: Scope, transitive: int, hops: list[Hop],
             reasons: list[Reason]) -> TrustPath:
     """The evaluated path, with path-level reasons (the weakest link is named when paths
@@ -248,157 +268,4 @@ def _reliance(q: Query, chain: Sequence[Link], i: int) -> tuple[int, LoggedRecor
     return below.rec.ts, below.rec
 
 
-class LinkState:
-    """Link ``i`` of a chain judged as far as its reliance time does not matter, and the
-    scope, org, keys above and transitive hops after it (see the module docstring).
-
-    Under a memo it is also a node of the prefix tree: ``children`` are the states of the
-    links that follow this prefix, ``judged`` the link judged per reliance time.
-    """
-
-    __slots__ = ("above", "alg", "by_kind", "by_policy", "check_key", "children", "first", "fixed", "hsm", "i",
-                 "join", "judged", "key_above", "link", "names", "org", "org_from", "pins", "position",
-                 "scope", "transitive", "window", "witnesses")
-
-    def __init__(self, q: Query, chain: Sequence[Link], i: int, purpose: str | None, scope: Scope,
-                 org: str | None, above: frozenset[str], transitive: int) -> None:
-        link = chain[i]
-        rec, r, g, rules = link.rec, link.rec.record, q.graph, q.rules
-        self.link, self.i = link, i
-        self.children: dict[StateKey, LinkState] = {}
-        self.judged: dict[tuple[int, int], Judged] = {}
-        self.pins: tuple[LoggedRecord, LoggedRecord | None] | None = None
-        first: list[Reason] = []  # before the integration check
-        by_kind: list[Reason] = []  # before the window checks
-        self.org_from = org
-        hsm: bool | None = None
-        alg: str | None = None
-        window: tuple[int, int | None] | None = None
-        names: tuple[str, ...] = ()
-        if g.is_equivocating(rec.origin):
-            first.append(Reason("equivocating", f"record {rec.origin}#{rec.index} comes from an equivocating log", i))
-        witnesses = g.witnesses(rec.origin, rec.index)
-        if len(witnesses) < rules.witness_quorum:
-            first.append(Reason("witness", f"record {rec.origin}#{rec.index} is covered by {len(witnesses)} "
-                                f"witness(es), policy wants {rules.witness_quorum}", i))
-        if isinstance(r, RootRecord):
-            hsm, alg = r.hsm, r.key.alg
-            if i == 0:
-                org = self.org_from = r.org
-                _anchor_checks(by_kind, rules, purpose, r, link.to)
-            else:
-                e = chain[i - 1].rec.record
-                if isinstance(e, Endorsement) and e.org != r.org:
-                    by_kind.append(Reason("org_mismatch", f"endorsement names org {e.org!r} but the root record of "
-                                          f"{link.to} declares org {r.org!r}", i))
-                org = r.org
-            if rules.require_hsm_root and not hsm:
-                by_kind.append(Reason("hsm", f"root {link.to} of org {r.org} is not HSM-held", i))
-        elif isinstance(r, Delegation):
-            _check_issuer(by_kind, scope, link, i)
-            window = (r.not_before, r.not_after)
-            scope = scope.delegate(artefacts=r.artefacts, purposes=r.purposes, max_depth=r.max_depth)
-            # nil org: the subject acts for the issuer's organisation (no join)
-            org, alg = r.org or self.org_from, r.subject.alg
-            if not scope.purposes:
-                by_kind.append(Reason("purpose", f"no purpose left: {link.frm} may not grant {', '.join(r.purposes)}", i))
-        elif isinstance(r, Endorsement):
-            _check_issuer(by_kind, scope, link, i)
-            window = (r.not_before, r.not_after)
-            scope = scope.endorse(r.purposes)
-            org = r.org
-            nxt = chain[i + 1].rec.record if i + 1 < len(chain) else None
-            alg = nxt.key.alg if isinstance(nxt, RootRecord) else None
-            transitive += 1
-            if transitive > rules.max_transitive_hops:
-                by_kind.append(Reason("transitive", f"transitive hop #{transitive} ({link.frm} endorses {link.to}); "
-                                      f"policy allows {rules.max_transitive_hops}", i))
-        elif isinstance(r, Rotation):
-            alg = r.new.alg
-        elif isinstance(r, Attestation):
-            names, alg = _attestation(by_kind, g.public_key(KeyId(link.frm or "")), scope, link, r, i)
-        self.first, self.by_kind = tuple(first), tuple(by_kind)
-        self.by_policy: tuple[Reason, ...] = ()
-        if alg is not None and alg not in rules.allowed_algorithms:
-            self.by_policy = (Reason("algorithm", f"key {link.to if link.kind != 'attestation' else link.frm} uses "
-                                     f"{alg}, policy allows {', '.join(sorted(rules.allowed_algorithms))}", i),)
-        self.fixed = (*self.first, *self.by_kind, *self.by_policy)  # the reasons when no time-bound one applies
-        self.key_above = above | {link.frm} if link.frm and link.frm not in above else above
-        # an attestation is always a chain's last link: nothing is judged below it
-        self.above = self.key_above if link.kind == "attestation" or link.to in self.key_above else (
-            self.key_above | {link.to})
-        to = KeyId(link.to)
-        self.check_key = link.kind != "attestation" and not (link.kind == "root" and i > 0) and bool(
-            g.revocations_of(to) or g.rotations_from(to))
-        self.scope, self.org, self.transitive = scope, org, transitive
-        self.join = self.org_from is not None and org is not None and self.org_from != org
-        self.position = Position.of(rec)
-        self.hsm, self.alg, self.window, self.names = hsm, alg, window, names
-        self.witnesses = tuple(sorted(witnesses)) if witnesses else ()
-
-    def judge(self, q: Query, t: int, signed: LoggedRecord | None) -> Judged:
-        """The link relied upon at ``t`` by ``signed`` (None: the verification time)."""
-        link, rec, i = self.link, self.link.rec, self.i
-        late: tuple[Reason, ...] = ()
-        if rec.ts > t:
-            relier = "the verification time" if signed is None else "the record relying on it"
-            late = (Reason("not_integrated", f"{link.kind} record {rec.origin}#{rec.index} was integrated at "
-                           f"{rec.ts}, after {relier} ({t})", i),)
-        outside: list[Reason] = []
-        nb: int | None = None
-        na: int | None = None
-        if self.window is not None:
-            nb, na = self.window
-            if t < nb:
-                outside.append(Reason("not_yet_valid", f"{link.kind} {link.frm} -> {link.to} is valid from "
-                                      f"{rfc3339(nb)}; relied upon at {rfc3339(t)}", i))
-            if na is not None and t > na:
-                outside.append(Reason("expired", f"{link.kind} {link.frm} -> {link.to} expired at {rfc3339(na)}; "
-                                      f"relied upon at {rfc3339(t)}", i))
-        keyed: list[Reason] = []
-        if self.check_key:
-            keyed = key_reasons(q, KeyId(link.to), t=t, signed=signed, above=self.key_above, hop=i)
-        if late or outside or keyed:
-            reasons = (*self.first, *late, *self.by_kind, *outside, *self.by_policy, *keyed)
-        else:
-            reasons = self.fixed
-        hop = Hop.make(link.kind, link.frm, link.to, self.org_from, self.org, self.join, self.position, t, self.scope,
-                       nb, na, na is not None and na < q.at, self.hsm, self.alg, self.witnesses, self.names, rec)
-        return hop, reasons, tuple(q.events) if q.events else (), signed
-
-
-def _attestation(out: list[Reason], key: PublicKey | None, scope: Scope, link: Link, r: Attestation,
-                 i: int) -> tuple[tuple[str, ...], str | None]:
-    digest = link.to[7:]
-    names = tuple(sorted({s.name for s in r.subjects if s.sha256 == digest}))
-    if not any(scope.covers(nm) for nm in names):
-        level = scope.first_excluding_level(names[0]) if names else None
-        globs = list(scope.artefacts[level]) if level is not None else []
-        out.append(Reason("out_of_scope", f"artefact {', '.join(names)} is outside the scope of "
-                          f"{link.frm}: no match in level {level} globs {globs}", i))
-    return names, None if key is None else key.alg
-
-
-def _anchor_checks(out: list[Reason], rules: Rules, purpose: str | None, r: RootRecord, key: str) -> None:
-    anchors = rules.anchors
-    if anchors is None:
-        return
-    a = anchors.get(key)
-    if a is None:
-        out.append(Reason("not_anchor", f"root {key} (org {r.org}) is not an anchor of the policy", 0))
-    elif a.org != r.org:
-        out.append(Reason("not_anchor", f"the policy pins {key} for org {a.org!r} but its root record declares "
-                          f"org {r.org!r}", 0))
-    elif purpose is not None and purpose not in a.purposes:
-        out.append(Reason("anchor_purpose", f"the policy trusts anchor {a.org} for {', '.join(a.purposes)} only, "
-                          f"not {purpose!r}", 0))
-
-
-def _check_issuer(out: list[Reason], scope: Scope, link: Link, i: int) -> None:
-    if not scope.can_delegate():
-        code, why = scope.why_not_delegate()
-        verb = "endorse" if link.kind == "transitive" else "delegate to"
-        out.append(Reason(code, f"{link.frm} may not {verb} {link.to}: it {why}", i))
-
-
-__all__ = ["LinkState", "Prefix", "evaluate", "evaluate_extended"]
+__all__ = ["Prefix", "clean_extension", "evaluate", "evaluate_extended"]

@@ -15,7 +15,8 @@ memoised), a search that never passes through K looks for an alternative (accept
 only, stopping at the first); failing that, a search through K says whether the item is
 trusted now (with ``since``, it also finds paths that rely on K only before ``since``).
 Attestations of one signer are first tried on that signer's accepted chain, evaluated
-again only below the signer. A search bound that leaves an answer unsure sets
+again only below the signer (when that chain passes through K, the item loses trust and
+only its acceptance, org and names are needed: the path is not made). A search bound that leaves an answer unsure sets
 ``truncated``. Without a policy the structural rules apply (every root an anchor,
 endorsements allowed, no HSM, witness or algorithm rule).
 """
@@ -32,12 +33,12 @@ from ledger.entry import LoggedRecord
 from ledger.keys import KeyId
 from ledger.records import Delegation, Endorsement, Rotation
 from ledger.trust.context import OPEN_MAX_PATH_LENGTH, Link, Query, Rules
-from ledger.trust.evaluate import Prefix, evaluate_extended
+from ledger.trust.evaluate import Prefix, clean_extension, evaluate_extended
 from ledger.trust.explain import collect
 from ledger.trust.graph import TrustGraph
 from ledger.trust.memo import QueryMemo
 from ledger.trust.policy import Policy
-from ledger.trust.verdict import TrustPath
+from ledger.trust.verdict import TrustPath, fast_instance
 from ledger.trust.weakest import with_weakest
 
 DEFAULT_IMPACT_LIMIT = 10_000
@@ -189,7 +190,7 @@ class _Judge:
         self.memo = QueryMemo(graph, rules, at)
         self.base = Query(graph, rules, at, memo=self.memo)
         self.free: dict[str, bool] = {}
-        self.prefix: dict[str, Prefix] = {}
+        self.prefix: dict[str, tuple[Prefix, bool]] = {}  # a signer's chain, and whether it passes K
         self.version = graph.version
 
     def _sync(self) -> bool:
@@ -215,7 +216,7 @@ class _Judge:
                recs: Sequence[LoggedRecord] = ()) -> tuple[ImpactItem | None, bool]:
         """Judge key ``name`` (``signers``: itself) or artefact ``name`` (its attestations
         ``recs`` and their ``signers``)."""
-        if self._sync():
+        if self.graph.version != self.version and self._sync():
             recs = self.base.attestations_for(name) if kind == "artefact" else ()
         unsure = False
         target = self.target
@@ -225,9 +226,10 @@ class _Judge:
             if alt:
                 return _item(kind, name, alt[0], loses=False, at=self.at), False
             unsure = q.truncated
-        cached = self._via_prefix(name, recs) if kind == "artefact" and self.since is None else None
-        if cached is not None:
-            return _item(kind, name, cached, loses=_relies_on(cached, self.target, None), at=self.at), unsure
+        if kind == "artefact" and self.since is None:
+            found = self._via_prefix(name, recs)
+            if found is not None:
+                return found, unsure
         q = self.base.fresh(limit=_ITEM_LIMIT, viable_only=True)
         # without since, every path through K relies on it: the first accepted path decides
         stop = _any if self.since is None else None
@@ -237,23 +239,37 @@ class _Judge:
         if kind == "artefact":
             links = tuple(Link(h.kind, h.record, h.from_key, h.to) for h in now[0].hops[:-1] if h.record)
             if links and links[-1].kind != "transitive":
-                self.prefix[now[0].hops[-1].from_key or ""] = Prefix(self.base, links, self.purpose)
+                self.prefix[now[0].hops[-1].from_key or ""] = (
+                    Prefix(self.base, links, self.purpose), any(lk.to == target for lk in links))
         free = [p for p in now if not _relies_on(p, self.target, self.since)]
         if free:
             return _item(kind, name, free[0], loses=False, at=self.at), False
         unsure = unsure or (self.since is not None and q.truncated)
         return _item(kind, name, now[0], loses=True, at=self.at), unsure
 
-    def _via_prefix(self, digest: str, recs: Sequence[LoggedRecord]) -> TrustPath | None:
-        """An accepted path for an attestation of ``digest`` (one of ``recs``) on a signer's
-        cached chain."""
+    def _via_prefix(self, digest: str, recs: Sequence[LoggedRecord]) -> ImpactItem | None:
+        """The item for ``digest`` from the first accepted path for one of its attestations
+        ``recs`` on a signer's cached chain. A chain through K makes an item that loses
+        trust, which needs the path's acceptance, org and names only: the path itself is
+        not made (:func:`clean_extension`)."""
+        subject = "sha256:" + digest
         for rec in recs:
             for s in rec.signers:
                 cached = self.prefix.get(s)
-                if cached is not None:
-                    path = evaluate_extended(self.base, cached, Link("attestation", rec, s, "sha256:" + digest))
-                    if path.accepted:
-                        return path
+                if cached is None:
+                    continue
+                prefix, relies = cached
+                link = Link("attestation", rec, s, subject)
+                if relies:
+                    names = clean_extension(self.base, prefix, link)
+                    if names is not None:
+                        return fast_instance(ImpactItem, {
+                            "kind": "artefact", "subject": subject, "org": prefix.last.org, "names": names,
+                            "loses_trust": True, "alternative": None})
+                    continue
+                path = evaluate_extended(self.base, prefix, link)
+                if path.accepted:
+                    return _item("artefact", digest, path, loses=False, at=self.at)
         return None
 
     def _reaches_root_without_key(self, start: str) -> bool:
@@ -289,8 +305,11 @@ def _item(kind: Literal["key", "artefact"], name: str, path: TrustPath, *, loses
     last = path.hops[-1]
     alternative = None if loses else with_weakest(path, at=at)
     if kind == "artefact":
-        return ImpactItem(kind, "sha256:" + name, last.org_from, last.names, loses, alternative)
-    return ImpactItem(kind, name, last.org_to, (), loses, alternative)
+        subject, org, names = "sha256:" + name, last.org_from, last.names
+    else:
+        subject, org, names = name, last.org_to, ()
+    return fast_instance(ImpactItem, {"kind": kind, "subject": subject, "org": org, "names": names,
+                                      "loses_trust": loses, "alternative": alternative})
 
 
 def _relies_on(path: TrustPath, key: KeyId, since: int | None) -> bool:

@@ -33,8 +33,8 @@ from ledger.trust.graph import TrustGraph
 
 if TYPE_CHECKING:
     from ledger.trust.context import Rules
-    from ledger.trust.evaluate import LinkState
-    from ledger.trust.search import Frame
+    from ledger.trust.link import LinkState
+    from ledger.trust.search import Candidate, Frame
 
 MAX_ENTRIES = 100_000
 
@@ -53,6 +53,7 @@ class QueryMemo:
         self._attestations: dict[str, Sequence[LoggedRecord]] = {}
         self._evals: dict[str | None, dict[StateKey, LinkState]] = {}
         self.frames: dict[tuple[str, int], Frame] = {}
+        self.ups: dict[str, tuple[Candidate, ...]] = {}  # links up from a key (no copies to choose)
         self._states = 0
         self.hits = 0
 
@@ -72,6 +73,7 @@ class QueryMemo:
         self._attestations = {}
         self._evals = {}
         self.frames = {}
+        self.ups = {}
         self._states = 0
 
     def attestations_for(self, sha256: str) -> Sequence[LoggedRecord]:
@@ -88,7 +90,7 @@ class QueryMemo:
 
     def link_states(self, purpose: str | None) -> dict[StateKey, LinkState]:
         """The judged first links of chains evaluated for ``purpose`` (each holding the
-        links judged after it: :class:`~ledger.trust.evaluate.LinkState`)."""
+        links judged after it: :class:`~ledger.trust.link.LinkState`)."""
         level = self._evals.get(purpose)
         if level is None:
             level = self._evals[purpose] = {}
@@ -99,6 +101,7 @@ class QueryMemo:
         if self._states >= self.max_entries:
             self._evals = {}
             self.frames = {}
+            self.ups = {}
             self._states = 0
             return False
         self._states += 1

@@ -107,8 +107,19 @@ def _matcher(glob: str) -> Callable[[str], re.Match[str] | None]:
     return m
 
 
+_MEETS: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
+
+
 def _meet(have: tuple[str, ...], grant: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(p for p in have if p in grant)
+    """The purposes of ``have`` that ``grant`` also holds, in ``have``'s order (a handful
+    of pairs recur: each is computed once)."""
+    key = (have, grant)
+    out = _MEETS.get(key)
+    if out is None:
+        if len(_MEETS) >= _MAX_MATCHERS:
+            _MEETS.clear()
+        out = _MEETS[key] = tuple([p for p in have if p in grant])
+    return out
 
 
 def is_wildcard(glob: str) -> bool:

@@ -135,26 +135,52 @@ class Frame:
 def _above(q: Query, key: KeyId, t: int, roots: Sequence[LoggedRecord]) -> tuple[str | None, tuple[Up, ...]]:
     g = q.graph
     note: str | None = None
-    ups: list[tuple[bool, int, Link, KeyId, Link | None]] = []
-    for rec in _choose(q, g.delegations_to(key), t):
-        d = rec.record
-        assert isinstance(d, Delegation)
-        ups.append((not _usable(q, rec, t), rec.ts, Link("delegated", rec, d.issuer, key), d.issuer, None))
-    for rec in _choose(q, g.rotations_to(key), t):
-        r = rec.record
-        assert isinstance(r, Rotation)
-        ups.append((not _usable(q, rec, t), rec.ts, Link("rotation", rec, r.old, key), r.old, None))
     endorsed = g.endorsements_of(key)
     if endorsed and not roots:
         note = f"endorsements of {key} are ignored: no root record declares it a root"
-    elif endorsed:
-        for rec in _choose(q, endorsed, t):
-            e = rec.record
-            assert isinstance(e, Endorsement)
-            link = Link("transitive", rec, e.endorser, key)
-            ups.append((not _usable(q, rec, t), rec.ts, link, e.endorser, _root_for(roots, link)))
+    memo = q.memo
+    cands = None if memo is None else memo.ups.get(key)
+    if cands is None:
+        cands = _candidates(q, key, t, roots, endorsed if roots else ())
+        if memo is not None and not _copies(g.delegations_to(key), g.rotations_to(key), endorsed, g.roots_of(key)) \
+                and memo.add_state():
+            memo.ups[key] = cands  # no record held twice: no copy to choose by t
+    ups = [(not _usable(q, c[0].rec, t), c[0].rec.ts, *c) for c in cands]
     ups.sort(key=lambda u: (u[0], u[1]))
     return note, tuple((u[0], u[2], u[3], u[4]) for u in ups)
+
+
+Candidate = tuple[Link, KeyId, Link | None]
+"""A link up from a key, whatever the time: the link, its parent key, and for an
+endorsement the endorsed root's link."""
+
+
+def _candidates(q: Query, key: KeyId, t: int, roots: Sequence[LoggedRecord],
+                endorsed: Sequence[LoggedRecord]) -> tuple[Candidate, ...]:
+    """The links up from ``key`` (one copy of each record chosen for ``t``), each with its
+    parent key and, for an endorsement, the endorsed root's link: delegations, rotations,
+    then endorsements, in index order."""
+    g = q.graph
+    out: list[Candidate] = []
+    for rec in _choose(q, g.delegations_to(key), t):
+        d = rec.record
+        assert isinstance(d, Delegation)
+        out.append((Link("delegated", rec, d.issuer, key), d.issuer, None))
+    for rec in _choose(q, g.rotations_to(key), t):
+        r = rec.record
+        assert isinstance(r, Rotation)
+        out.append((Link("rotation", rec, r.old, key), r.old, None))
+    for rec in _choose(q, endorsed, t):
+        e = rec.record
+        assert isinstance(e, Endorsement)
+        link = Link("transitive", rec, e.endorser, key)
+        out.append((link, e.endorser, _root_for(roots, link)))
+    return tuple(out)
+
+
+def _copies(*lists: Sequence[LoggedRecord]) -> bool:
+    """True if a record is held more than once in one of ``lists``."""
+    return any(len(recs) > 1 and len({r.record_id for r in recs}) < len(recs) for recs in lists)
 
 
 def _emit(q: Query, below: list[Link], top: Link) -> None:

@@ -32,7 +32,7 @@ def rfc3339(ms: int) -> str:
 _T = TypeVar("_T")
 
 
-def _fast(cls: type[_T], values: dict[str, Any]) -> _T:
+def fast_instance(cls: type[_T], values: dict[str, Any]) -> _T:
     """An instance of the frozen (non-slots) dataclass ``cls`` with ``values`` for every
     field: what its ``__init__`` makes (it has no ``__post_init__``), several times faster."""
     obj = object.__new__(cls)
@@ -53,7 +53,7 @@ class Position:
     @classmethod
     def of(cls, rec: LoggedRecord) -> Position:
         """The position of a logged record."""
-        return _fast(cls, {"origin": rec.origin, "index": rec.index, "ts": rec.ts, "leaf_hash": rec.leaf_hash,
+        return fast_instance(cls, {"origin": rec.origin, "index": rec.index, "ts": rec.ts, "leaf_hash": rec.leaf_hash,
                            "record_id": rec.record_id})
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,7 +119,7 @@ class Hop:
     ) -> Hop:
         """``Hop(...)`` with every field given, built without a frozen ``__setattr__`` per
         field (the evaluation makes one per link it judges)."""
-        return _fast(cls, {
+        return fast_instance(cls, {
             "kind": kind, "from_key": from_key, "to": to, "org_from": org_from, "org_to": org_to, "join": join,
             "position": position, "reliance_time": reliance_time, "scope": scope, "not_before": not_before,
             "not_after": not_after, "expired_now": expired_now, "hsm": hsm, "alg": alg, "witnesses": witnesses,
@@ -199,7 +199,7 @@ class TrustPath:
              weakest: WeakestLink | None) -> TrustPath:
         """``TrustPath(...)`` built without a frozen ``__setattr__`` per field (one per
         candidate evaluated)."""
-        return _fast(cls, {"hops": hops, "accepted": accepted, "trust": trust, "reasons": reasons,
+        return fast_instance(cls, {"hops": hops, "accepted": accepted, "trust": trust, "reasons": reasons,
                            "weakest": weakest})
 
     @property
@@ -298,5 +298,6 @@ __all__ = [
     "TrustKind",
     "TrustPath",
     "WeakestLink",
+    "fast_instance",
     "rfc3339",
 ]

@@ -97,3 +97,39 @@ def test_impact_terminates_on_cycles() -> None:
     w.delegate(3, 1, ts=50, purposes=("delegate", "release"), max_depth=1)  # 1 -> 2 -> 3 -> 1
     im = impact(w.graph, kid(2), at=AT)
     assert kid(3) in _lost(im)
+
+
+def _one_signer(*, artefacts: tuple[str, ...] = ("*",), not_after: int | None = None, org: str | None = None) -> World:
+    """acme root 0 -> 2 -> 4; 4 attests app-1, lib-2, app-3 and app-4 (in that order)."""
+    w = World()
+    w.root(0, "acme", ts=1)
+    w.delegate(0, 2, ts=2, purposes=("delegate", "release"), max_depth=1)
+    w.delegate(2, 4, ts=3, artefacts=artefacts, not_after=not_after, org=org)
+    for ts, name in ((40, "app-1"), (41, "lib-2"), (45, "app-3"), (60, "app-4")):
+        w.attest(4, name, ts=ts)
+    return w
+
+
+def _artefacts(im: Impact) -> dict[str, tuple[tuple[str, ...], str | None]]:
+    return {i.names[0]: (i.names, i.org) for i in im.items if i.kind == "artefact" and i.loses_trust}
+
+
+def test_each_artefact_of_one_signer_is_judged_at_its_own_time() -> None:
+    # the signer's delegation ends at 50: app-4, attested at 60, was never trusted
+    im = impact(_one_signer(not_after=50).graph, kid(2), at=AT)
+    assert set(_artefacts(im)) == {"app-1", "lib-2", "app-3"}
+    assert im.already_untrusted == 2  # key 4 now, and app-4
+
+
+def test_each_artefact_of_one_signer_is_judged_in_its_own_scope() -> None:
+    im = impact(_one_signer(artefacts=("app*",)).graph, kid(2), at=AT)
+    assert set(_artefacts(im)) == {"app-1", "app-3", "app-4"}
+    assert im.already_untrusted == 1  # lib-2
+
+
+def test_each_artefact_of_one_signer_carries_its_names_and_the_signers_org() -> None:
+    w = _one_signer(org="libfoo")  # a join: 4 acts for libfoo
+    w.attest(4, "app-3", ts=70)  # a second attestation of app-3
+    im = impact(w.graph, kid(2), at=AT)
+    assert _artefacts(im) == {n: ((n,), "libfoo") for n in ("app-1", "lib-2", "app-3", "app-4")}
+    assert [(o.org, o.artefacts_lost) for o in im.orgs] == [("acme", 0), ("libfoo", 4)]
