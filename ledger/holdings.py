@@ -30,7 +30,7 @@ from ledger.keys import KeyId, PublicKey, Signer
 from ledger.log import Log
 from ledger.mirror import Mirror
 from ledger.procverify import VerifierProcesses
-from ledger.reader import LogReader
+from ledger.reader import HASH_CACHE_BYTES, LogReader
 from ledger.store import Database
 from ledger.trust import RootsPolicy, TrustGraph, admit
 from ledger.trust.admission import SignerPaths
@@ -126,6 +126,7 @@ class Holdings:
         # every write and every query holds this lock (queries take milliseconds).
         self._graph_lock = threading.RLock()
         self.procs: VerifierProcesses | None = None  # shared by the own log and the mirrors
+        self._hash_cache_bytes = HASH_CACHE_BYTES  # each log's stored-hash cache budget
 
     def _add_to_graph(self, rec: LoggedRecord) -> None:
         with self._graph_lock:
@@ -156,6 +157,7 @@ class Holdings:
         create: bool = False,
         clock: Callable[[], int] | None = None,
         verify_processes: int = 0,
+        hash_cache_bytes: int = HASH_CACHE_BYTES,
     ) -> Holdings:
         """Open the LevelDB at ``path``, replay every log into the trust state, open them.
 
@@ -168,6 +170,8 @@ class Holdings:
             clock: time source in Unix ms (tests).
             verify_processes: worker processes verifying large ``append_many`` calls on
                 the own log and mirrored pages (0: threads only; see :mod:`ledger.procverify`).
+            hash_cache_bytes: memory for each log's stored-hash cache
+                (:meth:`LogReader.set_hash_cache_bytes`; 0: proofs read every hash from the store).
 
         Raises:
             StoreLockedError: another process holds the store.
@@ -178,6 +182,7 @@ class Holdings:
         try:
             self = cls(db)
             self.procs = VerifierProcesses(verify_processes) if verify_processes > 0 else None
+            self._hash_cache_bytes = hash_cache_bytes
             for name in db.origins():
                 meta = db.log(name).meta() or {}
                 if name != origin and meta.get("kind") == "mirror":
@@ -203,14 +208,18 @@ class Holdings:
         if store.meta() is None:
             if not create:
                 raise NotFoundError(f"no log {origin!r} in {self.db.path}", hint="run `turtles log init`")
-            return Log.create(self.db, origin, signer=signer, gate=gate, **kw)
-        return Log(store, signer=signer, gate=gate, **kw)
+            log = Log.create(self.db, origin, signer=signer, gate=gate, **kw)
+        else:
+            log = Log(store, signer=signer, gate=gate, **kw)
+        log.set_hash_cache_bytes(self._hash_cache_bytes)
+        return log
 
     def _open_mirror(self, origin: str, vkey: str) -> Mirror:
         gate = LogGate(RootsPolicy.any_self_signed(), self._add_to_graph)
         store = self.db.log(origin)
         _replay(LogReader(store), gate)
         mirror = Mirror(store, vkey=vkey, gate=gate, procs=self.procs)
+        mirror.set_hash_cache_bytes(self._hash_cache_bytes)
         self._mirrors[origin] = mirror
         return mirror
 

@@ -45,6 +45,11 @@ class LogReader:
         self._hashes.set_budget(self._store, budget)
 
     @property
+    def hash_cache_budget(self) -> int:
+        """The stored-hash cache's byte budget (:meth:`set_hash_cache_bytes`)."""
+        return self._hashes.budget
+
+    @property
     def hash_cache_bytes(self) -> int:
         """Bytes of stored hashes held in memory."""
         cache = self._hashes

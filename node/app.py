@@ -135,6 +135,7 @@ async def _holdings_ctx(app: web.Application, *, clock: Callable[[], int] | None
         Holdings.open, config.node.data_dir, origin=config.node.origin, signer=runtime.signer,
         roots=roots_policy(config.admission), create=True, clock=clock,
         verify_processes=_verify_processes(config.node.verify_processes),
+        hash_cache_bytes=config.node.hash_cache_mib << 20,
     )
     holdings = await loop.run_in_executor(None, opener)
     workers = max(2, os.cpu_count() or 2)

@@ -3,7 +3,8 @@
 Sections and keys (the replication and cluster code rely on these names)::
 
     [node]        origin, org, data_dir, host = "127.0.0.1", port = 0, public_url,
-                  verify_processes (default: one per CPU; 0: verify in threads only)
+                  verify_processes (default: one per CPU; 0: verify in threads only),
+                  hash_cache_mib = 128 (per log; 0: proofs read every hash from LevelDB)
     [keys]        log_key (KEYREF, Ed25519), root_key (KEYREF), pkcs11_module, pin_file
     [admission]   roots = "any" | ["sha256:..."], orgs = [...]
     [limits]      max_body_bytes, max_batch, max_batch_body_bytes, rate_per_second,
@@ -52,6 +53,8 @@ class NodeSection:
     public_url: str | None = None
     verify_processes: int | None = None
     """Worker processes verifying large batches (None: one per CPU; 0: threads only)."""
+    hash_cache_mib: int = 128
+    """Memory for each log's stored-hash cache, top levels first (ledger.reader)."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ def parse_config(text: str, *, base_dir: Path, path: Path | None = None) -> Node
     r.only("", {"node", "keys", "admission", "limits", "tls", "peer", "replication", "witness"})
     node = r.section("node", NodeSection, {
         "origin": r.origin, "org": r.org, "data_dir": r.path, "host": r.text,
-        "port": r.port, "public_url": r.url, "verify_processes": r.count,
+        "port": r.port, "public_url": r.url, "verify_processes": r.count, "hash_cache_mib": r.count,
     }, required=("origin", "org", "data_dir"))
     keys = r.section("keys", KeysSection, {
         "log_key": r.keyref, "root_key": r.keyref, "pkcs11_module": r.module, "pin_file": r.path,

@@ -60,6 +60,8 @@ def test_minimal_config_defaults() -> None:
     assert (cfg.node.host, cfg.node.port, cfg.node.public_url) == ("127.0.0.1", 0, None)
     assert cfg.node.verify_processes is None  # one per CPU
     assert parse(MINIMAL.replace('data_dir = "data"', 'data_dir = "data"\nverify_processes = 0')).node.verify_processes == 0
+    assert cfg.node.hash_cache_mib == 128
+    assert parse(MINIMAL.replace('data_dir = "data"', 'data_dir = "data"\nhash_cache_mib = 0')).node.hash_cache_mib == 0
     assert cfg.limits == LimitsSection()
     assert cfg.limits.max_body_bytes == 2 << 20 and cfg.limits.max_batch == 1000
     assert cfg.limits.rate_per_second == 500 and cfg.limits.rate_burst == 1000 and cfg.limits.max_queue == 8192
@@ -128,6 +130,7 @@ quorum = 2
         (MINIMAL + "[witness]\nenabled = 1\n", "witness.enabled"),
         (MINIMAL + "[witness]\nquorum = -1\n", "witness.quorum"),
         (MINIMAL.replace('data_dir = "data"', 'data_dir = "data"\nverify_processes = -1'), "node.verify_processes"),
+        (MINIMAL.replace('data_dir = "data"', 'data_dir = "data"\nhash_cache_mib = "1G"'), "node.hash_cache_mib"),
         (MINIMAL + "[[peer]]\nurl = \"http://x\"\norigin = \"b/log\"\n", "peer[0].vkey"),
         (MINIMAL + f"[[peer]]\nurl = \"x\"\norigin = \"b/log\"\nvkey = \"{VKEY}\"\n", "peer[0].url"),
         (MINIMAL + "[[peer]]\nurl = \"http://x\"\norigin = \"b/log\"\nvkey = \"nope\"\n", "peer[0].vkey"),
