@@ -35,15 +35,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
+
+import msgpack
 
 from ledger.attestation import PAYLOAD_TYPE, Attestation, artefacts
-from ledger.entry import Entry, LoggedRecord
-from ledger.envelope import Envelope
+from ledger.encoding import MAX_RECORD_BYTES, encode
+from ledger.entry import ENTRY_VERSION, MAX_ENTRY_BYTES, Entry, LoggedRecord
+from ledger.envelope import MAX_KEYID_CHARS, MAX_SIG_BYTES, Envelope
 from ledger.errors import TurtlesError
 from ledger.keys import KeyId
+from ledger.merkle import leaf_hash
 from ledger.procverify import attestation_parts, worker_key
 from ledger.records import RootRecord, Rotation, is_key_record_type
+from ledger.store import index_key, key_index_key, record_key
 from ledger.verification import Gatekeeper, Prepared, index_rows, verify_envelope
 
 Rows = list[tuple[bytes, bytes]] | tuple[()]
@@ -94,40 +99,120 @@ def check_raws(
     key ids ``keys`` holds is not checked (``ids`` empty: a key record ahead introduces them).
     The record is lean, as :func:`ledger.trust.attestations.lean` makes it: nothing the
     mirror does reads the statement, and the objects unpickle in C on the mirror's side.
+
+    Entries of the common shape (an attestation with one signature) are read by
+    :func:`_lean_entry` without building an :class:`Entry`; anything else by
+    :meth:`Entry.from_bytes`. Strings every entry repeats (key ids, builders) are shared, so
+    the answer pickles each once.
     """
     known = {kid: worker_key(der) for kid, der in keys.items()}
+    one_signer: dict[str, tuple[str]] = {}  # key id -> the names tuple shared by its entries
+    shared: dict[object, Any] = {}  # signer tuples and builders, one object each
+    encodings: dict[tuple[KeyId, ...], bytes] = {}  # signers -> their encoding in the record-id row
     out: list[Item | None] = []
     checked = 0
     for raw in raws:
-        try:
-            entry = Entry.from_bytes(raw)
-        except TurtlesError:
-            out.append(None)
-            continue
-        env = entry.envelope
-        if env.payload_type != PAYLOAD_TYPE:
-            out.append(None)
-            continue
-        names = env.key_ids
-        ids = tuple(k for k in names if k in keys)
-        if ids == names:
-            ids = names  # one object: pickled once
+        names: tuple[str, ...]
+        fields = _lean_entry(raw)
+        if fields is not None:
+            seq, prev, ts, payload, kid, sig = fields
+            names = one_signer.get(kid) or one_signer.setdefault(kid, (kid,))
+            sigs: tuple[tuple[str, bytes], ...] = ((names[0], sig),)
+        else:
+            try:
+                entry = Entry.from_bytes(raw)
+            except TurtlesError:
+                out.append(None)
+                continue
+            env = entry.envelope
+            if env.payload_type != PAYLOAD_TYPE:
+                out.append(None)
+                continue
+            seq, prev, ts, payload = entry.seq, entry.prev, entry.ts, env.payload
+            names = env.key_ids
+            sigs = tuple((s.keyid, s.sig) for s in env.signatures)
+        ids = names if all(k in keys for k in names) else tuple(k for k in names if k in keys)
+        leaf = leaf_hash(raw)
         rec: LoggedRecord | None = None
         rows: Rows = ()
         if ids:
             checked += 1
             # verify_envelope's check of an attestation, as the append path's workers make it
             # (None on any doubt: the mirror then redoes it in order and reports it).
-            parts = attestation_parts(known, env.payload, tuple((s.keyid, s.sig) for s in env.signatures),
-                                      pack=False)
+            parts = attestation_parts(known, payload, sigs, pack=False)
             if parts is not None:
                 signers, rid, subjects, ptype, materials, builder, _ = parts
-                lean = Attestation.lean(artefacts(subjects), ptype, artefacts(materials), builder)
-                p = Prepared.made(env, lean, signers, rid)
-                rec = LoggedRecord(origin, entry.seq, entry.ts, entry.leaf_hash, signers, lean, rid)
-                rows = index_rows(entry.seq, p)
-        out.append((entry.seq, entry.prev, entry.ts, entry.leaf_hash, False, epoch, ids, names, rec, rows))
+                signers = shared.setdefault(signers, signers)
+                lean = Attestation.lean(artefacts(subjects), ptype, artefacts(materials) if materials else (),
+                                        shared.setdefault(builder, builder))
+                rec = _logged(origin, seq, ts, leaf, signers, lean, rid)
+                encoded = encodings.get(signers) or encodings.setdefault(signers, encode(list(signers)))
+                rows = _attestation_rows(seq, rid, encoded, subjects, signers)
+        out.append((seq, prev, ts, leaf, False, epoch, ids, names, rec, rows))
     return checked, out
+
+
+_ENTRY_KEYS: Final = ["env", "prev", "seq", "ts", "v"]
+_ENVELOPE_KEYS: Final = ["payload", "payloadType", "signatures"]
+_SIGNATURE_KEYS: Final = ["keyid", "sig"]
+_INT64_MAX: Final = (1 << 63) - 1
+
+
+def _lean_entry(raw: bytes) -> tuple[int, bytes, int, bytes, str, bytes] | None:
+    """``(seq, prev, ts, payload, keyid, sig)`` of an entry holding an attestation with one
+    signature that :meth:`Entry.from_bytes` reads as such, without building it; None for
+    anything else (which :meth:`Entry.from_bytes` then reads, or refuses).
+
+    The same checks as ``Entry.from_bytes``'s fast path and the envelope's shape, for this
+    one shape: exactly these keys in canonical order, these types, the limits, and bytes
+    that re-encode to themselves (so shortest forms, no duplicate keys, no float or
+    extension type). Tests pin it to ``Entry.from_bytes`` on damaged and varied entries.
+    """
+    n = len(raw)
+    if n > MAX_ENTRY_BYTES:
+        return None
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n,
+                              max_array_len=n, max_map_len=n, max_ext_len=0)
+    except Exception:  # any decoding failure: Entry.from_bytes says what it is
+        return None
+    if type(obj) is not dict or list(obj) != _ENTRY_KEYS:
+        return None
+    env, prev, seq, ts, v = obj["env"], obj["prev"], obj["seq"], obj["ts"], obj["v"]
+    if type(env) is not dict or list(env) != _ENVELOPE_KEYS or env["payloadType"] != PAYLOAD_TYPE:
+        return None
+    payload, sigs = env["payload"], env["signatures"]
+    if type(sigs) is not list or len(sigs) != 1 or type(sigs[0]) is not dict or list(sigs[0]) != _SIGNATURE_KEYS:
+        return None
+    kid, sig = sigs[0]["keyid"], sigs[0]["sig"]
+    if (type(kid) is not str or len(kid) > MAX_KEYID_CHARS or type(sig) is not bytes
+            or not 0 < len(sig) <= MAX_SIG_BYTES or type(payload) is not bytes or len(payload) > MAX_RECORD_BYTES
+            or type(prev) is not bytes or len(prev) != 32 or type(v) is not int or v != ENTRY_VERSION
+            or type(seq) is not int or not 0 <= seq <= _INT64_MAX or type(ts) is not int or not 0 <= ts <= _INT64_MAX):
+        return None
+    if msgpack.packb(obj, use_bin_type=True) != raw:
+        return None
+    return seq, prev, ts, payload, kid, sig
+
+
+def _logged(origin: str, index: int, ts: int, leaf: bytes, signers: tuple[KeyId, ...], record: Attestation,
+            rid: bytes) -> LoggedRecord:
+    """``LoggedRecord(...)`` without the frozen dataclass ``__init__`` (one call per field)."""
+    rec: LoggedRecord = object.__new__(LoggedRecord)
+    object.__setattr__(rec, "__dict__", {"origin": origin, "index": index, "ts": ts, "leaf_hash": leaf,
+                                         "signers": signers, "record": record, "record_id": rid})
+    return rec
+
+
+def _attestation_rows(seq: int, rid: bytes, encoded_signers: bytes, subjects: Sequence[tuple[str, str]],
+                      signers: tuple[KeyId, ...]) -> list[tuple[bytes, bytes]]:
+    """:func:`ledger.verification.index_rows` of an attestation (``subjects`` as ``(name,
+    sha256)`` pairs, ``encoded_signers`` the signers' encoding), without its dispatch on the
+    record's kind; tests pin it to ``index_rows``."""
+    rows = [(record_key(rid, seq), encoded_signers)]
+    rows += [(index_key(b"a", bytes.fromhex(digest), seq), b"") for _, digest in subjects]
+    rows += [(key_index_key(k, seq), b"") for k in (signers if len(signers) == 1 else sorted(set(signers)))]
+    return rows
 
 
 class Tally:

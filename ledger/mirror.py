@@ -1,44 +1,40 @@
 """A verified copy of a peer's log, applied page by page under its signed checkpoints.
 
-:meth:`Mirror.apply` takes a signed checkpoint ``note`` of the peer's log, the next page of
-raw entries (the leaves at ``[tip, tip + len(entries))``) and a consistency proof from
-``tip + len(entries)`` to the checkpoint's size. It checks, before writing anything:
+:meth:`Mirror.apply` takes a signed checkpoint ``note`` of the peer's log, the next page of raw entries (the
+leaves at ``[tip, tip + len(entries))``) and a consistency proof from ``tip + len(entries)`` to the
+checkpoint's size. It checks, before writing anything:
 
 1. the note verifies under the log's vkey and names this log;
-2. each entry parses, has the right ``seq``, chains to the previous leaf (``prev``) and
-   does not go back in time;
-3. the Merkle root over every stored entry plus the page is a prefix of the checkpoint's
-   tree (the proof; when the page ends at the checkpoint's size, the roots are equal);
-4. each record re-verifies (signatures, and admission against this log's own records at
-   the entry's timestamp: :func:`ledger.log.logged_from_entry`, the same rules the
-   origin's sequencer applied).
+2. each entry parses, has the right ``seq``, chains to the previous leaf (``prev``) and does not go back in
+   time;
+3. the Merkle root over every stored entry plus the page is a prefix of the checkpoint's tree (the proof; when
+   the page ends at the checkpoint's size, the roots are equal);
+4. each record re-verifies (signatures, and admission against this log's own records at the entry's timestamp:
+   :func:`ledger.log.logged_from_entry`, the same rules the origin's sequencer applied).
 
-Then it commits the entries, their stored hashes, index rows and the new head in one
-synced batch and feeds the records to the gate. Parsing and the signature checks (step 4
-without admission) run in worker processes or a thread pool (:mod:`ledger._mirror_pages`),
-which hand back what the ordered work needs (:mod:`ledger._mirror_checks`). Pass the page
-as raw bytes, or start it earlier with :meth:`Mirror.preverify` (a replicator does so for
-the next pages while this one is applied) and pass the ``PendingPage``. Like the sequencer,
-a key record ends a commit: a call applies the page up to and including its first key
-record and returns how many entries it took; call again with the rest (the same proof
-still holds).
+Then it commits the entries, their stored hashes, index rows and the new head in one synced batch and feeds
+the records to the gate. Parsing and the signature checks (step 4 without admission) run in worker processes
+or a thread pool (:mod:`ledger._mirror_pages`), which hand back what the ordered work needs
+(:mod:`ledger._mirror_checks`). Pass the page as raw bytes, or start it earlier with :meth:`Mirror.preverify`
+(a replicator does so for the next pages while this one is applied) and pass the ``PendingPage``. Like the
+sequencer, a key record ends a commit: a call applies the page up to and including its first key record and
+returns how many entries it took; call again with the rest (the same proof still holds).
 
 Invariants:
-* Every call is atomic: a failure leaves the store and the gate exactly as they were and
-  raises with evidence (:class:`~ledger.errors.ConsistencyError`, ``exhibit`` an
-  :class:`~ledger.witness.Evidence`, ``index`` where the data diverged).
-* Everything stored is verified and is a proven prefix of a checkpoint the log signed,
-  consistent with every checkpoint stored before. A checkpoint note is stored once the
-  entries reach its size (so stored notes never exceed the stored entries).
-* Reads (:class:`~ledger.reader.LogReader`) stop at the size of the latest stored
-  checkpoint, so every entry or proof served is covered by a signed note; :attr:`tip` is
-  the stored size, which is ahead while a catch-up is under way. The state is all in the
-  store: after an interruption the mirror resumes from :attr:`tip`, and nothing it holds
-  is verified again (:attr:`verified` counts the signature checks this object made).
-* Each entry's envelope is checked once against the keys it is admitted under; a check made
-  ahead under other keys (a key record was taken in meanwhile), or not made, or failed, is
-  made again under the current keys before admission. What is stored is the raw bytes this
-  process holds: a worker's result counts only if it hashed the same bytes.
+* Every call is atomic: a failure leaves the store and the gate exactly as they were and raises with evidence
+  (:class:`~ledger.errors.ConsistencyError`, ``exhibit`` an :class:`~ledger.witness.Evidence`, ``index`` where
+  the data diverged).
+* Everything stored is verified and is a proven prefix of a checkpoint the log signed, consistent with every
+  checkpoint stored before. A checkpoint note is stored once the entries reach its size (so stored notes never
+  exceed the stored entries).
+* Reads (:class:`~ledger.reader.LogReader`) stop at the size of the latest stored checkpoint, so every entry
+  or proof served is covered by a signed note; :attr:`tip` is the stored size, which is ahead while a catch-up
+  is under way. The state is all in the store: after an interruption the mirror resumes from :attr:`tip`, and
+  nothing it holds is verified again (:attr:`verified` counts the signature checks this object made).
+* Each entry's envelope is checked once against the keys it is admitted under; a check made ahead under other
+  keys (a key record was taken in meanwhile), or not made, or failed, is made again under the current keys
+  before admission. What is stored is the raw bytes this process holds: a worker's result counts only if it
+  hashed the same bytes.
 """
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import merkle
-from ledger._mirror_checks import LOGGED, check_raws, item
+from ledger._mirror_checks import LOGGED, _lean_entry, check_raws, item
 from ledger._mirror_tree import made, page_root, place
 from ledger.attestation import PAYLOAD_TYPE, Attestation
 from ledger.entry import Entry, LoggedRecord
@@ -155,3 +156,70 @@ def test_a_hash_out_of_its_place_is_still_found_and_a_missing_one_is_an_error() 
         assert made(shuffled, 0, lv, ix) == h
     with pytest.raises(LookupError):
         made(hashes, 0, 9, 0)
+
+
+# --- the lean reader of common entries ----------------------------------------------------------
+
+
+def _entry_value(raw: bytes) -> dict[str, Any]:
+    value: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+    return value
+
+
+_VARIANTS: list[tuple[str, Any]] = [
+    ("v", True), ("v", 2), ("seq", True), ("seq", -1), ("seq", 1 << 63), ("seq", 1.0), ("ts", -5), ("ts", False),
+    ("prev", b"\x00" * 31), ("prev", "x" * 32), ("env.payloadType", "application/other"), ("env.payload", "text"),
+    ("env.signatures", []), ("env.sig", b""), ("env.sig", b"\x01" * 1025), ("env.sig", "text"),
+    ("env.keyid", 7), ("env.keyid", "k" * 257), ("env.keyid", "k" * 256), ("env.two", None), ("env.extra", 1),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), _VARIANTS)
+def test_the_lean_reader_reads_only_what_the_strict_reader_reads_the_same(field: str, value: Any) -> None:
+    obj = _entry_value(SOURCE.raws[3])
+    env = obj["env"]
+    if field == "env.two":
+        env["signatures"] = [env["signatures"][0], {"keyid": "other", "sig": b"\x02" * 64}]
+    elif field == "env.extra":
+        env["x"] = value
+    elif field in ("env.sig", "env.keyid"):
+        env["signatures"][0][field[4:]] = value
+    elif field.startswith("env."):
+        env[field[4:]] = value
+    else:
+        obj[field] = value
+    raw = msgpack.packb(obj, use_bin_type=True)
+    _assert_lean_agrees(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(SOURCE.raws) - 1), st.sampled_from(["flip", "cut", "grow"]), st.integers(0, 10**6),
+       st.integers(0, 255))
+def test_the_lean_reader_agrees_with_the_strict_reader_on_damaged_entries(index: int, how: str, where: int,
+                                                                          byte: int) -> None:
+    raw = bytearray(SOURCE.raws[index])
+    pos = where % len(raw)
+    if how == "flip":
+        raw[pos] ^= byte or 1
+    elif how == "cut":
+        del raw[pos:]
+    else:
+        raw[pos:pos] = bytes([byte])
+    _assert_lean_agrees(bytes(raw))
+
+
+def test_the_lean_reader_reads_every_common_attestation() -> None:
+    attestations = [raw for raw in SOURCE.raws if Entry.from_bytes(raw).envelope.payload_type == PAYLOAD_TYPE]
+    assert attestations and all(_lean_entry(raw) is not None for raw in attestations)
+    assert _lean_entry(SOURCE.raws[0]) is None  # a key record: not this shape
+
+
+def _assert_lean_agrees(raw: bytes) -> None:
+    """What the lean reader reads, the strict one reads the same (it may leave more to it)."""
+    fields = _lean_entry(raw)
+    if fields is None:
+        return
+    e = Entry.from_bytes(raw)  # raises if the lean reader took what the strict one refuses
+    sig = e.envelope.signatures
+    assert e.envelope.payload_type == PAYLOAD_TYPE and len(sig) == 1
+    assert fields == (e.seq, e.prev, e.ts, e.envelope.payload, sig[0].keyid, sig[0].sig)
