@@ -41,7 +41,7 @@ import msgpack
 
 from ledger.attestation import PAYLOAD_TYPE, Attestation, artefacts
 from ledger.encoding import MAX_RECORD_BYTES, encode
-from ledger.entry import ENTRY_VERSION, MAX_ENTRY_BYTES, Entry, LoggedRecord
+from ledger.entry import ENTRY_VERSION, Entry, LoggedRecord, entry_map
 from ledger.envelope import MAX_KEYID_CHARS, MAX_SIG_BYTES, Envelope
 from ledger.errors import TurtlesError
 from ledger.keys import KeyId
@@ -152,7 +152,6 @@ def check_raws(
     return checked, out
 
 
-_ENTRY_KEYS: Final = ["env", "prev", "seq", "ts", "v"]
 _ENVELOPE_KEYS: Final = ["payload", "payloadType", "signatures"]
 _SIGNATURE_KEYS: Final = ["keyid", "sig"]
 _INT64_MAX: Final = (1 << 63) - 1
@@ -168,15 +167,8 @@ def _lean_entry(raw: bytes) -> tuple[int, bytes, int, bytes, str, bytes] | None:
     that re-encode to themselves (so shortest forms, no duplicate keys, no float or
     extension type). Tests pin it to ``Entry.from_bytes`` on damaged and varied entries.
     """
-    n = len(raw)
-    if n > MAX_ENTRY_BYTES:
-        return None
-    try:
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n,
-                              max_array_len=n, max_map_len=n, max_ext_len=0)
-    except Exception:  # any decoding failure: Entry.from_bytes says what it is
-        return None
-    if type(obj) is not dict or list(obj) != _ENTRY_KEYS:
+    obj = entry_map(raw)
+    if obj is None:
         return None
     env, prev, seq, ts, v = obj["env"], obj["prev"], obj["seq"], obj["ts"], obj["v"]
     if type(env) is not dict or list(env) != _ENVELOPE_KEYS or env["payloadType"] != PAYLOAD_TYPE:

@@ -146,6 +146,25 @@ _ENVELOPE_KEYS = ["payload", "payloadType", "signatures"]
 _SIGNATURE_KEYS = ["keyid", "sig"]
 
 
+def entry_map(raw: bytes) -> dict[str, Any] | None:
+    """The top-level map of ``raw`` decoded by the C msgpack codec, when it has exactly an
+    entry's keys in canonical order; None for anything else (too long, not msgpack, another
+    shape). The limits keep the decoder from reserving more than the input could hold. The
+    fast readers (:func:`_fast_entry`, the mirror workers' lean reader) start from it and
+    finish with a re-encoding check."""
+    n = len(raw)
+    if n > MAX_ENTRY_BYTES:
+        return None
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n,
+                              max_array_len=n, max_map_len=n, max_ext_len=0)
+    except Exception:  # any decoding failure: the strict reader says what it is
+        return None
+    if type(obj) is not dict or list(obj) != _ENTRY_KEYS:
+        return None
+    return obj
+
+
 def _fast_entry(raw: bytes) -> Entry | None:
     """:meth:`Entry.from_bytes` of a valid entry through the C msgpack codec; None for
     anything else, which the strict reader then parses (and refuses, naming what is wrong).
@@ -156,15 +175,8 @@ def _fast_entry(raw: bytes) -> Entry | None:
     reserving more than the input could hold.
     """
     raw = bytes(raw)
-    n = len(raw)
-    if n > MAX_ENTRY_BYTES:
-        return None
-    try:
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n,
-                              max_array_len=n, max_map_len=n, max_ext_len=0)
-    except Exception:  # any decoding failure: the strict reader says what it is
-        return None
-    if type(obj) is not dict or list(obj) != _ENTRY_KEYS:
+    obj = entry_map(raw)
+    if obj is None:
         return None
     env, prev, seq, ts = obj["env"], obj["prev"], obj["seq"], obj["ts"]
     if type(obj["v"]) is not int or obj["v"] != ENTRY_VERSION or type(seq) is not int or type(ts) is not int:

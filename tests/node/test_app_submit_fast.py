@@ -219,9 +219,10 @@ async def test_pipeline_errors_are_answered_and_the_node_goes_on(client: Client,
 
 
 
-def _batch_outcome(body: bytes) -> Any:
+def _batch_outcome(body: bytes, kind: str = "json") -> Any:
+    """What ``parse_batch`` makes of ``body``: envelopes and per-element errors, or the error."""
     try:
-        got = parse_batch("json", body, 1000)
+        got = parse_batch(kind, body, 1000)
     except TurtlesError as e:
         return type(e).__name__, e.message
     return [x if isinstance(x, Envelope) else (type(x).__name__, x.message) for x in got]
@@ -249,14 +250,6 @@ def test_batch_fast_path_matches_the_strict_parser(monkeypatch: Any) -> None:
     strict = [_batch_outcome(b) for b in bodies]
     for body, f, s in zip(bodies, fast, strict, strict=True):
         assert f == s, body[:200]
-
-
-def _msgpack_outcome(body: bytes) -> Any:
-    try:
-        got = parse_batch("msgpack", body, 1000)
-    except TurtlesError as e:
-        return type(e).__name__, e.message
-    return [x if isinstance(x, Envelope) else (type(x).__name__, x.message) for x in got]
 
 
 def _msgpack_bodies() -> list[bytes]:
@@ -311,13 +304,13 @@ def test_msgpack_batch_fast_path_matches_the_strict_decoder(monkeypatch: Any) ->
                 mutated.insert(i, rng.choice(b"\x00\x01\x7f\x80\x90\x91\xa0\xa5\xc0\xc4\xd9\xdc\xff"))
         bodies.append(bytes(mutated))
     assert submit_routes._common_msgpack_batch(bodies[0], 1000) is not None  # the fast path takes the common shape
-    fast = [_msgpack_outcome(b) for b in bodies]
+    fast = [_batch_outcome(b, "msgpack") for b in bodies]
     assert isinstance(fast[0], list) and len(fast[0]) == 3 and all(isinstance(x, Envelope) for x in fast[0])
     took = [b for b in bodies if submit_routes._common_msgpack_batch(b, 1000) is not None]
     monkeypatch.setattr(submit_routes, "_common_msgpack_batch", lambda body, max_batch: None)
-    strict = [_msgpack_outcome(b) for b in bodies]
+    strict = [_batch_outcome(b, "msgpack") for b in bodies]
     for body, f, s in zip(bodies, fast, strict, strict=True):
         assert f == s, body[:200]
     assert all(isinstance(s, list) and all(isinstance(x, Envelope) for x in s)
-               for s in (_msgpack_outcome(b) for b in took))  # it takes only bodies the strict path takes whole
+               for s in (_batch_outcome(b, "msgpack") for b in took))  # it takes only bodies the strict path takes whole
     assert len(took) < len(bodies) // 2
