@@ -45,6 +45,20 @@ more CPU per request (forced switches), and 10-20 ms no more than 5 ms (CPython'
 set here explicitly): the event loop gives the GIL up at every socket call anyway.
 """
 
+GC_THRESHOLDS = (700, 100, 10)
+"""The garbage collector's thresholds in a node process (``gc.set_threshold``).
+
+A batched record keeps a dozen container objects alive for the life of its request
+(envelope, prepared record, request, result, ...): young collections promote them, and
+with CPython's default of a middle collection every 10 young ones, middle and full
+collections walked them again. Measured by ``gc.callbacks`` and ``thread_time`` in the
+node (``POST /v1/entries:batch``, 500 a request, 4 in flight, 40,000 records a run, two
+runs each): middle and full collections 4.0-4.3 cpu us per batched record with the default,
+0.7-1.1 with a middle collection every 100 young ones (young ones unchanged, 2.5-3.3), and
+the full collections' pauses of 9-12 ms gone. The longest pause with 50 clients POSTing
+single envelopes stayed the same: 1.6 against 1.7 ms for a middle collection.
+"""
+
 
 def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
     """The TLS context for serving HTTPS, when ``[tls]`` has cert and key."""
@@ -126,7 +140,8 @@ async def run(
     Process-wide tuning for a node process: the GIL switch interval
     (:data:`SWITCH_INTERVAL_S`), and once the node listens, what start-up made is moved
     out of the garbage collector's reach (``gc.freeze``): full collections then walk only
-    what was made since, a few ms instead of ~25 ms of pause for every request in flight.
+    what was made since, a few ms instead of ~25 ms of pause for every request in flight;
+    and the collector's thresholds become :data:`GC_THRESHOLDS`.
 
     ``extra_*`` are passed to :func:`node.app.create_app` (the replication/witness hook).
     """
@@ -140,6 +155,7 @@ async def run(
         # every time and pause every request for that long.
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         print(f"turtles node {info['origin']} listening on {info['url']}", flush=True)
         if ready_file is not None:
             write_ready_file(ready_file, info)
