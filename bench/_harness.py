@@ -250,9 +250,10 @@ class Context:
             LIMITS[key](self)
         return self.raw_figures[key].median
 
-    def record_raw(self, key: str, values: list[float], unit: str, notes: str = "") -> Figure:
-        """Store a raw limit (used by :mod:`bench.raw`)."""
-        fig = Figure("raw", key, unit, values, notes=notes)
+    def record_raw(self, key: str, values: list[float], unit: str, notes: str = "", *,
+                   higher_is_better: bool = True) -> Figure:
+        """Store a raw limit (used by :mod:`bench.raw`); a latency has ``higher_is_better=False``."""
+        fig = Figure("raw", key, unit, values, higher_is_better, notes=notes)
         self.raw_figures[key] = fig
         print(fig.line(), flush=True)
         return fig

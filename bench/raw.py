@@ -13,7 +13,10 @@ Each limit is the ceiling one part of the append path cannot beat:
 * ``sha256_node`` -- RFC 9162 interior-node hashes per second (``SHA-256(0x01||l||r)``).
 * ``leveldb_batch1000_sync`` -- puts per second in WriteBatches of 1,000 puts of entry-sized
   values, each batch synced; ``leveldb_put_sync`` -- synced single-put commits per second
-  (the fsync rate, what a log without group commit could reach).
+  (the fsync rate, what a log without group commit could reach); ``leveldb_sync_tail_ms`` --
+  the latency of those synced commits while another thread writes batches into the same
+  store, opened as the ledger opens it, fast enough to fill and flush its memtable: the
+  disk's share of a durable acknowledgement's tail (its p99 is over commits).
 * ``leveldb_get_random`` -- point reads per second of random 32-byte values among 200,000
   keys laid out like stored hashes (what a proof is made of: one read per hash).
 * ``softhsm_ed25519_sign`` / ``softhsm_p256_sign`` -- signatures per second from a SoftHSM2
@@ -43,6 +46,7 @@ from bench._hsm import HSM_KEY_LABEL, softhsm_signer
 from ledger._ed25519 import ed25519_verify
 from ledger.hsm import Pkcs11Context, Pkcs11Signer
 from ledger.keys import Algorithm
+from ledger.store import LEVELDB_OPTIONS
 
 ED25519_VERIFY_1T = "ed25519_verify_1t"
 ED25519_VERIFY_US = "ed25519_verify_us"
@@ -54,6 +58,7 @@ ED25519_SIGN_1T = "ed25519_sign_1t"
 SHA256_NODE = "sha256_node"
 LEVELDB_BATCH = "leveldb_batch1000_sync"
 LEVELDB_PUT_SYNC = "leveldb_put_sync"
+LEVELDB_SYNC_TAIL = "leveldb_sync_tail_ms"
 LEVELDB_GET = "leveldb_get_random"
 SOFTHSM_ED25519 = "softhsm_ed25519_sign"
 SOFTHSM_P256 = "softhsm_p256_sign"
@@ -222,6 +227,39 @@ def leveldb_put_sync(ctx: Context) -> None:
     ctx.record_raw(LEVELDB_PUT_SYNC, values, "commits/s", "one 450 B put per synced write")
 
 
+@limit(LEVELDB_SYNC_TAIL)
+def leveldb_sync_tail(ctx: Context) -> None:
+    """Synced single-put latency under a background writer (the disk's part of an ack's tail)."""
+    db = plyvel.DB(str(ctx.scratch("raw-leveldb-tail")), create_if_missing=True, **LEVELDB_OPTIONS)
+    stop = threading.Event()
+    blob = os.urandom(1000)
+
+    def writer() -> None:  # ~1 KB puts in unsynced batches of 1,000: at most ~200 MB, at most 60 s
+        deadline = time.monotonic() + 60
+        for b in range(200):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            with db.write_batch() as wb:
+                for i in range(1000):
+                    wb.put(b"b" + (b * 1000 + i).to_bytes(8, "big"), blob)
+
+    background = threading.Thread(target=writer, name="raw-tail-writer")
+    value, latencies = os.urandom(450), []
+    try:
+        background.start()
+        for i in range(ctx.reps(2000, 6000)):
+            t0 = time.perf_counter()
+            db.put(b"e" + i.to_bytes(8, "big"), value, sync=True)
+            latencies.append((time.perf_counter() - t0) * 1000)
+    finally:
+        stop.set()
+        background.join(60)
+        db.close()
+    ctx.record_raw(LEVELDB_SYNC_TAIL, latencies, "ms",
+                   f"one 450 B synced put, {len(latencies)} calls, while a thread writes 1,000-put batches "
+                   f"into the same store (ledger options); max {max(latencies):.1f} ms", higher_is_better=False)
+
+
 @limit(LEVELDB_GET)
 def leveldb_get(ctx: Context) -> None:
     """Random point reads/s (plyvel ``get`` with checksums, one thread)."""
@@ -289,6 +327,7 @@ ALL = [
     SHA256_NODE,
     LEVELDB_BATCH,
     LEVELDB_PUT_SYNC,
+    LEVELDB_SYNC_TAIL,
     LEVELDB_GET,
     SOFTHSM_ED25519,
     SOFTHSM_P256,
