@@ -44,6 +44,13 @@ class LogReader:
         levels that no longer fit are dropped now, those that fit again are read now."""
         self._hashes.set_budget(self._store, budget)
 
+    def warm_hash_cache(self) -> int:
+        """Bring the stored-hash cache up to the head now, rather than in the first proof that
+        needs it (~0.7 s of reading at 10^6 entries; a node does it in the background as it
+        starts); returns :attr:`hash_cache_bytes`."""
+        self._synced()
+        return self.hash_cache_bytes
+
     @property
     def hash_cache_budget(self) -> int:
         """The stored-hash cache's byte budget (:meth:`set_hash_cache_bytes`)."""

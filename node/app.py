@@ -14,6 +14,7 @@ Plug-in hook (replication, witnessing): the node start code passes ``extra_clean
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from aiohttp import web
 from ledger.holdings import Holdings
 from ledger.keyref import load_signer
 from ledger.keys import Signer
+from ledger.log import Log
 from ledger.trust import RootsPolicy
 from node.config import AdmissionSection, NodeConfig
 from node.limits import InFlight, TokenBucket
@@ -51,6 +53,7 @@ from node.state import (
 )
 from node.submission import Submitter
 
+_LOG = logging.getLogger(__name__)
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     log_routes.routes,
@@ -146,6 +149,8 @@ async def _holdings_ctx(app: web.Application, *, clock: Callable[[], int] | None
     runtime.submitter = Submitter(
         holdings.own, executor=executor, inflight=app[INFLIGHT], metrics=app[METRICS], verifiers=2 * workers
     )
+    # The own log's stored-hash cache is filled in the background, not by the first proof.
+    warming = loop.run_in_executor(executor, _warm_hash_cache, holdings.own)
     try:
         yield
     finally:
@@ -154,10 +159,20 @@ async def _holdings_ctx(app: web.Application, *, clock: Callable[[], int] | None
         if submitter is not None:
             submitter.stop()
             await loop.run_in_executor(None, submitter.join)
+        await asyncio.gather(warming, return_exceptions=True)  # it reads the store: done before it closes
         # Log.close lets the sequencer commit everything already queued (durable), then stops.
         await loop.run_in_executor(None, holdings.close)
         runtime.holdings = None
         executor.shutdown(wait=True)
+
+
+def _warm_hash_cache(log: Log) -> None:
+    try:
+        held = log.warm_hash_cache()
+    except Exception as e:  # never fatal: a proof that needs the hashes reports the error to its caller
+        _LOG.warning("log %s: the stored-hash cache was not filled at start: %s", log.origin, e)
+        return
+    _LOG.info("log %s: stored-hash cache filled (%d bytes)", log.origin, held)
 
 
 def _verify_processes(configured: int | None) -> int:

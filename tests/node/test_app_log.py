@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -11,8 +12,11 @@ from ledger.checkpoint import Checkpoint, open_note
 from ledger.entry import Entry
 from ledger.keys import SoftwareSigner
 from ledger.tiles import BundleId, TileId, hashes_from_tiles, tile_plan, verify_bundle, verify_tiles
+from node.app import create_app
+from node.config import NodeConfig
 from node.routes._common import origin_hash
 from node.routes.tiles import IMMUTABLE, PARTIAL
+from node.state import RUNTIME
 from tests.node.conftest import Client, attestation, root_envelope
 
 
@@ -250,3 +254,24 @@ async def test_mirror_prefix_serves_held_logs(client: Client) -> None:
     assert note == await (await client.get("/checkpoint")).text()
     assert (await client.get(f"/mirror/{'0' * 64}/tile/0/000.p/1")).status == 404
     assert (await client.get(f"/mirror/{'0' * 64}/checkpoint")).status == 404
+
+
+async def test_a_restarted_node_fills_its_hash_cache_before_the_first_proof(aiohttp_client: Any,
+                                                                            config: NodeConfig) -> None:
+    """The own log's stored-hash cache is filled in the background as the node starts, so
+    the first proof after a restart does not pay for reading every stored hash."""
+    first = await aiohttp_client(create_app(config))
+    _, leaves = await fill(first, 40)
+    await first.close()  # the app's cleanup closes the store
+    again = await aiohttp_client(create_app(config))
+    own = again.app[RUNTIME].open_holdings().own
+    assert own is not None
+    deadline = asyncio.get_running_loop().time() + 10
+    while own.hash_cache_bytes == 0:  # no request has asked for a proof or a root
+        assert asyncio.get_running_loop().time() < deadline, "the hash cache was not filled at start"
+        await asyncio.sleep(0.02)
+    assert own.hash_cache_bytes == 32 * (2 * 40 - bin(40).count("1"))  # every stored hash of 40 leaves
+    r = await again.get("/v1/proofs/inclusion", params={"index": "7", "size": "40"})
+    assert r.status == 200, await r.text()
+    hashes = [bytes.fromhex(h) for h in leaves]
+    assert [bytes.fromhex(h) for h in (await r.json())["proof"]] == merkle.inclusion_proof(hashes, 7, 40)
