@@ -10,8 +10,10 @@ batch is durable, so a failed write leaves the old one in place.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 
 from ledger import merkle
+from ledger._mirror_tree import made
 from ledger.store import LogStore
 
 
@@ -43,20 +45,18 @@ class Frontier:
         """The frontier of the tree of ``size`` after appending a batch that made ``hashes``.
 
         Each perfect subtree of the new tree is either one of the old tree's (unchanged) or
-        was completed by the batch, so it is among ``hashes`` -- near their end.
+        was completed by the batch, so it is among ``hashes``, at the place
+        :func:`ledger._mirror_tree.place` computes (the mirror finds a page's hashes the same way).
         """
         plan = merkle.tree_hash_plan(size)
-        old = self._hashes
-        need = {c for c in plan if c not in old}
-        made: dict[merkle.Coord, bytes] = {}
-        for level, idx, h in reversed(hashes):
-            if len(made) == len(need):
-                break
-            if (level, idx) in need:
-                made[(level, idx)] = h
-        lost = [c for c in need if c not in made]  # never, if the store is sound
-        made.update(zip(lost, self._store.hashes(lost), strict=True))
-        return Frontier(self._store, size, {c: made[c] if c in made else old[c] for c in plan})
-
+        old, start = self._hashes, self.size
+        found: dict[merkle.Coord, bytes] = {}
+        for c in plan:
+            if c not in old:
+                with suppress(LookupError):
+                    found[c] = made(hashes, start, *c)  # found at its place in the batch's list
+        lost = [c for c in plan if c not in old and c not in found]  # never, if the store is sound
+        found.update(zip(lost, self._store.hashes(lost), strict=True))
+        return Frontier(self._store, size, {c: old[c] if c in old else found[c] for c in plan})
 
 __all__ = ["Frontier"]

@@ -5,7 +5,8 @@ stored hash the page creates (leaf by leaf: each leaf, then the subtrees it comp
 :func:`page_root` folds the root of the tree of ``size`` leaves from those and the stored
 ones, reading from the store only the hashes of the first ``start`` leaves it needs, and
 finding each new one by its :func:`place` in the list instead of indexing every hash of
-the page.
+the page. :func:`place` and :func:`made` also serve the sequencer's
+:class:`ledger._frontier.Frontier`, which finds a batch's new perfect subtrees the same way.
 
 Invariant: the result is :func:`ledger.merkle.tree_hash` of the tree of ``size`` leaves over
 the stored hashes with the page's hashes added (tests compare the two).
