@@ -47,6 +47,16 @@ def encode(value: Any) -> bytes:
     return packed
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: False for a lone surrogate, which is what Python
+    makes of non-UTF-8 bytes (``surrogateescape``) or of a JSON ``"\\ud800"`` escape."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _utf8(text: str) -> bytes:
     try:
         return text.encode()
@@ -239,4 +249,4 @@ class _Reader:
         return out, pos
 
 
-__all__ = ["MAX_DEPTH", "MAX_RECORD_BYTES", "Value", "decode", "encode"]
+__all__ = ["MAX_DEPTH", "MAX_RECORD_BYTES", "Value", "decode", "encode", "is_unicode"]

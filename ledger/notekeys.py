@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger._ed25519 import ed25519_verify
+from ledger.encoding import is_unicode
 from ledger.errors import KeyFormatError, NoteError, SignatureError
 from ledger.keys import Signer
 
@@ -131,22 +132,13 @@ def cosigner_vkey(name: str, public_raw: bytes) -> str:
     return NoteVerifier(name, public_raw, ALG_COSIGNATURE_V1).vkey
 
 
-def _has_surrogate(text: str) -> bool:
-    """Lone surrogates are what Python makes of non-UTF-8 bytes; they cannot be hashed as UTF-8."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def parse_verifier_key(vkey: str) -> NoteVerifier:
     """Parse a vkey ``name+hash+base64(alg || key)`` of type 0x01 or 0x04.
 
     Raises:
         KeyFormatError: malformed, unsupported type, or the key ID does not match.
     """
-    if not isinstance(vkey, str) or not vkey.isprintable() or _has_surrogate(vkey):
+    if not isinstance(vkey, str) or not vkey.isprintable() or not is_unicode(vkey):
         raise KeyFormatError(f"vkey {vkey[:120]!r} holds characters that are not valid text")
     parts = vkey.split("+", 2)
     if len(parts) != 3 or not _KEY_ID_HEX.fullmatch(parts[1]):

@@ -56,6 +56,7 @@ import msgpack
 
 from ledger._workers import WorkerPool
 from ledger.attestation import PAYLOAD_TYPE, Artefact, Attestation, lean_fields
+from ledger.encoding import is_unicode
 from ledger.envelope import Envelope, pack_fields, pae
 from ledger.errors import TurtlesError
 from ledger.keys import KeyId, PublicKey
@@ -183,9 +184,9 @@ def _request(gate: Gatekeeper, envelopes: Sequence[Envelope]) -> memoryview:
     try:
         packer.pack((keys, items))
     except UnicodeEncodeError:  # a key id that is not valid Unicode: that envelope stays here
-        keys = {k: v for k, v in keys.items() if _utf8(k)}
+        keys = {k: v for k, v in keys.items() if is_unicode(k)}
         packer.reset()
-        packer.pack((keys, [i if i is not None and all(_utf8(k) for k, _ in i[1]) else None for i in items]))
+        packer.pack((keys, [i if i is not None and all(is_unicode(k) for k, _ in i[1]) else None for i in items]))
     request: memoryview = packer.getbuffer()  # the packer's own bytes: no copy until the pipe's
     return request
 
@@ -196,14 +197,6 @@ def _ship_key(gate: Gatekeeper, kid: str, keys: dict[str, bytes]) -> bool:
     if key is None:
         return False
     keys[kid] = key.der
-    return True
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
     return True
 
 
