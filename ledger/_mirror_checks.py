@@ -145,7 +145,7 @@ def check_raws(
                 signers = shared.setdefault(signers, signers)
                 lean = Attestation.lean(artefacts(subjects), ptype, artefacts(materials) if materials else (),
                                         shared.setdefault(builder, builder))
-                rec = _logged(origin, seq, ts, leaf, signers, lean, rid)
+                rec = LoggedRecord.made(origin, seq, ts, leaf, signers, lean, rid)
                 encoded = encodings.get(signers) or encodings.setdefault(signers, encode(list(signers)))
                 rows = _attestation_rows(seq, rid, encoded, subjects, signers)
         out.append((seq, prev, ts, leaf, False, epoch, ids, names, rec, rows))
@@ -185,15 +185,6 @@ def _lean_entry(raw: bytes) -> tuple[int, bytes, int, bytes, str, bytes] | None:
     if msgpack.packb(obj, use_bin_type=True) != raw:
         return None
     return seq, prev, ts, payload, kid, sig
-
-
-def _logged(origin: str, index: int, ts: int, leaf: bytes, signers: tuple[KeyId, ...], record: Attestation,
-            rid: bytes) -> LoggedRecord:
-    """``LoggedRecord(...)`` without the frozen dataclass ``__init__`` (one call per field)."""
-    rec: LoggedRecord = object.__new__(LoggedRecord)
-    object.__setattr__(rec, "__dict__", {"origin": origin, "index": index, "ts": ts, "leaf_hash": leaf,
-                                         "signers": signers, "record": record, "record_id": rid})
-    return rec
 
 
 def _attestation_rows(seq: int, rid: bytes, encoded_signers: bytes, subjects: Sequence[tuple[str, str]],
