@@ -145,7 +145,7 @@ def check_raws(
                 signers = shared.setdefault(signers, signers)
                 lean = Attestation.lean(artefacts(subjects), ptype, artefacts(materials) if materials else (),
                                         shared.setdefault(builder, builder))
-                rec = LoggedRecord.made(origin, seq, ts, leaf, signers, lean, rid)
+                rec = LoggedRecord(origin, seq, ts, leaf, signers, lean, rid)
                 encoded = encodings.get(signers) or encodings.setdefault(signers, encode(list(signers)))
                 rows = _attestation_rows(seq, rid, encoded, subjects, signers)
         out.append((seq, prev, ts, leaf, False, epoch, ids, names, rec, rows))

@@ -243,16 +243,6 @@ class LoggedRecord:
     record: Record
     record_id: bytes
 
-    @classmethod
-    def made(cls, origin: str, index: int, ts: int, leaf_hash: bytes, signers: tuple[KeyId, ...],
-             record: Record, record_id: bytes) -> LoggedRecord:
-        """``LoggedRecord(...)`` of these fields without the frozen dataclass ``__init__``
-        (one call per field): for the log's sequencer and the mirror's workers, per entry."""
-        rec: LoggedRecord = object.__new__(cls)
-        object.__setattr__(rec, "__dict__", {"origin": origin, "index": index, "ts": ts, "leaf_hash": leaf_hash,
-                                             "signers": signers, "record": record, "record_id": record_id})
-        return rec
-
 
 def sign_record(record: KeyRecord, signers: Sequence[Signer]) -> Envelope:
     """Wrap a turtles record in a DSSE envelope signed by every signer."""

@@ -297,11 +297,10 @@ class Log(LogReader):
         entries = [(e.seq, e.raw) for e in chained]
         index_keys: list[tuple[bytes, bytes]] = []
         accepted: list[tuple[Request, Entry, LoggedRecord]] = []
-        logged_record = LoggedRecord.made
         for (req, prepared), entry in zip(admitted, chained, strict=True):
             index_keys.extend(index_rows(entry.seq, prepared))
-            logged = logged_record(origin, entry.seq, ts, entry.leaf_hash, prepared.signers, prepared.record,
-                                   prepared.record_id)
+            logged = LoggedRecord(origin, entry.seq, ts, entry.leaf_hash, prepared.signers, prepared.record,
+                                  prepared.record_id)
             accepted.append((req, entry, logged))
         prev = chained[-1].leaf_hash
         size = head.size + len(accepted)

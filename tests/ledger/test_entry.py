@@ -30,7 +30,6 @@ from ledger.entry import (
     MAX_ENTRY_BYTES,
     ZERO_HASH,
     Entry,
-    LoggedRecord,
     _pack_uint,
     parse_record,
     record_id,
@@ -48,7 +47,7 @@ from ledger.errors import (
     TooLargeError,
     TurtlesError,
 )
-from ledger.keys import KeyId, SoftwareSigner
+from ledger.keys import SoftwareSigner
 from ledger.records import (
     Delegation,
     Endorsement,
@@ -532,11 +531,3 @@ def test_chain_checks_its_fields() -> None:
 @given(st.integers(0, (1 << 64) - 1))
 def test_pack_uint_is_msgpack(n: int) -> None:
     assert _pack_uint(n) == msgpack.packb(n)
-
-
-def test_logged_record_made_is_the_dataclass() -> None:
-    env = _root_env()
-    fields = ("o", 3, 9, b"h" * 32, (KeyId("k"),), parse_record(env), record_id(env.payload_type, env.payload))
-    made = LoggedRecord.made(*fields)
-    assert made == LoggedRecord(*fields) and hash(made) == hash(LoggedRecord(*fields))
-    assert vars(made) == vars(LoggedRecord(*fields))
