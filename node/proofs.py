@@ -91,12 +91,6 @@ class Prover:
         """Calls answered by the strict per-leaf path (out of range, or leaf hashes that
         disagree with the store); tests check the fast path is really taken."""
 
-    def prove_many(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
-        """The inclusion proof of each of ``indexes`` in the tree of ``size`` leaves (fresh
-        lists, as :meth:`~ledger.reader.LogReader.inclusion_proof` gives them)."""
-        proofs = self.prove(indexes, size)
-        return [list(proofs.proof(i)) for i in indexes]
-
     def prove(
         self, indexes: Sequence[int], size: int, leaf_hashes: Sequence[bytes] | None = None
     ) -> ProofSet:

@@ -132,12 +132,12 @@ def test_batched_proofs_equal_the_logs(tmp_path: Path) -> None:
         rng = random.Random(1)
         for size in [1, 2, 3, 5, 8, 16, 17, 33, 64, 70, 71]:
             indexes = rng.sample(range(size), min(size, 9))
-            assert prover.prove_many(indexes, size) == [log.inclusion_proof(i, size) for i in indexes]
-            assert prover.prove_many(list(range(size)), size) == [log.inclusion_proof(i, size) for i in range(size)]
+            assert prover.prove(indexes, size).proofs(indexes) == [log.inclusion_proof(i, size) for i in indexes]
+            assert prover.prove(list(range(size)), size).proofs(list(range(size))) == [log.inclusion_proof(i, size) for i in range(size)]
         with pytest.raises(TurtlesError):
-            prover.prove_many([3], 72)
+            prover.prove([3], 72)
         with pytest.raises(TurtlesError):
-            prover.prove_many([5], 5)
+            prover.prove([5], 5)
     finally:
         holdings.close()
 

@@ -66,7 +66,7 @@ def _check(log: LogReader, indexes: list[int], size: int, *, fallbacks: int = 0)
         assert proofs.text(i) == proof_text(want) == ", ".join(json.dumps(h.hex()) for h in want)
         merkle.verify_inclusion(_leaf(i), i, size, proofs.proof(i), root)
     assert prover.fallbacks == fallbacks
-    assert prover.prove_many(indexes, size) == [log.inclusion_proof(i, size) for i in indexes]
+    assert prover.prove(indexes, size).proofs(indexes) == [log.inclusion_proof(i, size) for i in indexes]
 
 
 @st.composite
@@ -132,7 +132,7 @@ def test_leaf_hashes_that_disagree_with_the_store_take_the_strict_path(log: LogR
 
 def test_out_of_range_gives_the_strict_error(log: LogReader) -> None:
     prover = Prover(log)
-    assert prover.prove([], 0).size == 0 and prover.prove_many([], 10) == []
+    assert prover.prove([], 0).size == 0 and prover.prove([], 10).proofs([]) == []
     for indexes, size in [([3], LEAVES + 1), ([5], 5), ([-1], 5), ([0, 1, 9], 9), ([0], 0)]:
         with pytest.raises(ProofError) as strict:
             for i in indexes:
