@@ -54,6 +54,31 @@ def floor_for(size: int, budget: int) -> int:
     return level
 
 
+def share_budget(sizes: Sequence[int], total: int) -> list[int]:
+    """Split ``total`` bytes among the caches of logs of ``sizes`` leaves, holding as many
+    levels as fit: each log's levels from the top down, the smallest levels of all the logs
+    first. Every level held spares each proof of its log about one store read, whatever the
+    log, so taking the cheapest levels first holds the most. What no further level fits in
+    is shared out evenly, room for the logs to grow until the next share.
+
+    Raises:
+        ValueError: ``total`` is negative.
+    """
+    if total < 0:
+        raise ValueError(f"hash cache budget {total} is negative")
+    if not sizes:
+        return []
+    costs = sorted(((size >> level) * 32, i) for i, size in enumerate(sizes) for level in range(size.bit_length()))
+    budgets, used = [0] * len(sizes), 0
+    for cost, i in costs:
+        if used + cost > total:
+            break
+        budgets[i] += cost
+        used += cost
+    extra = (total - used) // len(sizes)
+    return [b + extra for b in budgets]
+
+
 def cached_bytes(size: int, floor: int) -> int:
     """Bytes of hashes held at levels >= ``floor`` of the tree of ``size`` leaves."""
     return sum(size >> level for level in range(floor, size.bit_length())) * 32
@@ -181,4 +206,4 @@ def _fill(store: LogStore, buf: _Buffer, level: int, have: int, want: int) -> No
         at += len(run)
 
 
-__all__ = ["HashCache", "cached_bytes", "floor_for"]
+__all__ = ["HashCache", "cached_bytes", "floor_for", "share_budget"]

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ledger._hash_cache import share_budget
 from ledger.attestation import Attestation
 from ledger.entry import LoggedRecord, Record
 from ledger.errors import NotFoundError
@@ -30,13 +31,18 @@ from ledger.keys import KeyId, PublicKey, Signer
 from ledger.log import Log
 from ledger.mirror import Mirror
 from ledger.procverify import VerifierProcesses
-from ledger.reader import HASH_CACHE_BYTES, LogReader
+from ledger.reader import LogReader
 from ledger.store import Database
 from ledger.trust import RootsPolicy, TrustGraph, admit
 from ledger.trust.admission import SignerPaths
 from ledger.trust.attestations import lean
 
 T = TypeVar("T")
+
+HASH_CACHE_BYTES = 256 << 20
+"""Default budget of a node's stored-hash caches, all logs together: every level of two
+logs of two million entries each (32 bytes a hash, two hashes an entry)."""
+
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -125,8 +131,9 @@ class Holdings:
         # The global graph is written by sequencer/replication threads and read by queries;
         # every write and every query holds this lock (queries take milliseconds).
         self._graph_lock = threading.RLock()
+        self._sharing = threading.Lock()  # one share_hash_cache at a time
         self.procs: VerifierProcesses | None = None  # shared by the own log and the mirrors
-        self._hash_cache_bytes = HASH_CACHE_BYTES  # each log's stored-hash cache budget
+        self._hash_cache_bytes = HASH_CACHE_BYTES  # all the logs' stored-hash caches together
 
     def _add_to_graph(self, rec: LoggedRecord) -> None:
         with self._graph_lock:
@@ -170,8 +177,8 @@ class Holdings:
             clock: time source in Unix ms (tests).
             verify_processes: worker processes verifying large ``append_many`` calls on
                 the own log and mirrored pages (0: threads only; see :mod:`ledger.procverify`).
-            hash_cache_bytes: memory for each log's stored-hash cache
-                (:meth:`LogReader.set_hash_cache_bytes`; 0: proofs read every hash from the store).
+            hash_cache_bytes: memory for the stored-hash caches of all the logs together,
+                shared out by :meth:`share_hash_cache` (0: proofs read every hash from the store).
 
         Raises:
             StoreLockedError: another process holds the store.
@@ -191,6 +198,7 @@ class Holdings:
                 if signer is None:
                     raise NotFoundError("opening the own log needs its signing key")
                 self.own = self._open_own(origin, signer, roots or RootsPolicy.any_self_signed(), create, clock)
+            self.share_hash_cache()
         except BaseException:
             db.close()
             raise
@@ -211,7 +219,7 @@ class Holdings:
             log = Log.create(self.db, origin, signer=signer, gate=gate, **kw)
         else:
             log = Log(store, signer=signer, gate=gate, **kw)
-        log.set_hash_cache_bytes(self._hash_cache_bytes)
+        log.set_hash_cache_bytes(0)  # until share_hash_cache gives it its share
         return log
 
     def _open_mirror(self, origin: str, vkey: str) -> Mirror:
@@ -219,7 +227,7 @@ class Holdings:
         store = self.db.log(origin)
         _replay(LogReader(store), gate)
         mirror = Mirror(store, vkey=vkey, gate=gate, procs=self.procs)
-        mirror.set_hash_cache_bytes(self._hash_cache_bytes)
+        mirror.set_hash_cache_bytes(0)  # until share_hash_cache gives it its share
         self._mirrors[origin] = mirror
         return mirror
 
@@ -230,7 +238,26 @@ class Holdings:
         if self.own is not None and origin == self.own.origin:
             raise NotFoundError(f"{origin} is this node's own log, not a mirror")
         Mirror.create(self.db.log(origin), vkey=vkey)
-        return self._open_mirror(origin, vkey)
+        mirror = self._open_mirror(origin, vkey)
+        self.share_hash_cache()
+        return mirror
+
+    def share_hash_cache(self) -> None:
+        """Share the node's stored-hash cache budget out among its logs by their sizes now
+        (:func:`ledger._hash_cache.share_budget`: the most levels that fit, the smallest
+        first). A log that grows keeps its share (its lowest levels leave as they outgrow
+        it) until the next call; a node calls this periodically. Levels that no longer fit
+        are dropped; those that now fit are read."""
+        with self._sharing:
+            logs = list(self.logs())
+            for log, budget in zip(logs, share_budget([r.size for r in logs], self._hash_cache_bytes), strict=True):
+                if log.hash_cache_budget != budget:
+                    log.set_hash_cache_bytes(budget)
+
+    @property
+    def hash_cache_bytes(self) -> int:
+        """The budget of all the logs' stored-hash caches together."""
+        return self._hash_cache_bytes
 
     @property
     def mirrors(self) -> dict[str, Mirror]:
@@ -271,4 +298,4 @@ def _replay(reader: LogReader, gate: LogGate) -> None:
         gate.add(rec)
 
 
-__all__ = ["Holdings", "LogGate", "StoreAttestationIndex"]
+__all__ = ["HASH_CACHE_BYTES", "Holdings", "LogGate", "StoreAttestationIndex"]

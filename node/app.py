@@ -54,6 +54,10 @@ from node.state import (
 from node.submission import Submitter
 
 _LOG = logging.getLogger(__name__)
+
+SHARE_HASH_CACHE_S = 60.0
+"""How often a node shares its stored-hash cache budget out again among its logs as they grow
+(:meth:`ledger.holdings.Holdings.share_hash_cache`)."""
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     log_routes.routes,
@@ -151,15 +155,18 @@ async def _holdings_ctx(app: web.Application, *, clock: Callable[[], int] | None
     )
     # The own log's stored-hash cache is filled in the background, not by the first proof.
     warming = loop.run_in_executor(executor, _warm_hash_cache, holdings.own)
+    sharing = asyncio.create_task(_share_hash_cache(holdings, executor))
     try:
         yield
     finally:
+        sharing.cancel()
         submitter, runtime.submitter = runtime.submitter, None
         # The verify threads hand what they hold to the sequencer before the log closes.
         if submitter is not None:
             submitter.stop()
             await loop.run_in_executor(None, submitter.join)
-        await asyncio.gather(warming, return_exceptions=True)  # it reads the store: done before it closes
+        # They read the store: done before it closes.
+        await asyncio.gather(warming, sharing, return_exceptions=True)
         # Log.close lets the sequencer commit everything already queued (durable), then stops.
         await loop.run_in_executor(None, holdings.close)
         runtime.holdings = None
@@ -173,6 +180,18 @@ def _warm_hash_cache(log: Log) -> None:
         _LOG.warning("log %s: the stored-hash cache was not filled at start: %s", log.origin, e)
         return
     _LOG.info("log %s: stored-hash cache filled (%d bytes)", log.origin, held)
+
+
+async def _share_hash_cache(holdings: Holdings, executor: ThreadPoolExecutor) -> None:
+    """Share the stored-hash cache budget out again every :data:`SHARE_HASH_CACHE_S` (until
+    cancelled at shutdown): mirrors and the own log grow at different rates."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(SHARE_HASH_CACHE_S)
+        try:
+            await loop.run_in_executor(executor, holdings.share_hash_cache)
+        except Exception as e:  # never fatal: each log keeps the share it had
+            _LOG.warning("the stored-hash cache budget was not shared out again: %s", e)
 
 
 def _verify_processes(configured: int | None) -> int:
@@ -197,6 +216,10 @@ def _register_metrics(app: web.Application) -> None:
     registry.gauge(
         "turtles_leveldb_memory_bytes", "Memory LevelDB holds itself (memtables, block cache; bounded)"
     ).set_callback(lambda: [({}, float(runtime.holdings.db.memory_bytes()))] if runtime.holdings else [])
+    registry.gauge(
+        "turtles_hash_cache_bytes", "Stored Merkle hashes each log holds in memory ([node] hash_cache_mib)", ("origin",)
+    ).set_callback(lambda: [({"origin": r.origin}, float(r.hash_cache_bytes))
+                            for r in runtime.holdings.logs()] if runtime.holdings else [])
     registry.gauge("turtles_submissions_in_flight", "Submissions being verified or sequenced").set_callback(
         lambda: [({}, float(app[INFLIGHT].count))]
     )

@@ -4,7 +4,7 @@ Sections and keys (the replication and cluster code rely on these names)::
 
     [node]        origin, org, data_dir, host = "127.0.0.1", port = 0, public_url,
                   verify_processes (default: one per CPU; 0: verify in threads only),
-                  hash_cache_mib = 128 (per log; 0: proofs read every hash from LevelDB)
+                  hash_cache_mib = 256 (all logs together; 0: proofs read every hash from LevelDB)
     [keys]        log_key (KEYREF, Ed25519), root_key (KEYREF), pkcs11_module, pin_file
     [admission]   roots = "any" | ["sha256:..."], orgs = [...]
     [limits]      max_body_bytes, max_batch, max_batch_body_bytes, rate_per_second,
@@ -53,8 +53,8 @@ class NodeSection:
     public_url: str | None = None
     verify_processes: int | None = None
     """Worker processes verifying large batches (None: one per CPU; 0: threads only)."""
-    hash_cache_mib: int = 128
-    """Memory for each log's stored-hash cache, top levels first (ledger.reader)."""
+    hash_cache_mib: int = 256
+    """Memory for all the logs' stored-hash caches together (ledger.Holdings.share_hash_cache)."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 
 from ledger import merkle
 from ledger.attestation import PAYLOAD_TYPE as INTOTO
-from ledger.checkpoint import Checkpoint, open_note, verifier_key
+from ledger.checkpoint import Checkpoint, open_note
 from ledger.encoding import encode
 from ledger.entry import Entry, sign_record
 from ledger.envelope import Envelope, Signature, sign_envelope
@@ -91,26 +91,6 @@ def test_proofs_through_the_hash_cache_stay_right_as_the_log_grows(world: World)
             for old in sorted({1, size // 2, size}):
                 assert log.consistency_proof(old, size) == merkle.consistency_proof(leaves, old, size)
         assert 0 < log.hash_cache_bytes <= 2000
-
-
-def test_holdings_give_every_log_the_hash_cache_budget(world: World) -> None:
-    """``Holdings.open(hash_cache_bytes=...)`` (``[node] hash_cache_mib``) bounds the cache of
-    the own log and of every mirror, reopened or made later; 0 keeps no hash in memory."""
-    world.log.append_many([world.attest(f"pkg-{i}") for i in range(100)])
-    leaves = [e.leaf_hash for e in world.log.entries(0, world.log.size)]
-    world.holdings.close()
-    peer = "peer.example/log"
-    peer_vkey = verifier_key(peer, SoftwareSigner.generate().public_key.raw)
-    for budget in (0, 1000):
-        with Holdings.open(world.path, origin=ORIGIN, signer=world.log_key, roots=RootsPolicy.any_self_signed(),
-                           hash_cache_bytes=budget) as holdings:
-            own = holdings.own
-            assert own is not None and own.hash_cache_budget == budget
-            assert own.inclusion_proof(37, own.size) == merkle.inclusion_proof(leaves, 37, own.size)
-            assert (0 < own.hash_cache_bytes <= budget) if budget else own.hash_cache_bytes == 0
-            assert holdings.mirror(peer, peer_vkey).hash_cache_budget == budget
-    world.holdings = Holdings.open(world.path, origin=ORIGIN, signer=world.log_key,
-                                   roots=RootsPolicy.any_self_signed())  # for the fixture's close
 
 
 def _assert_refused(world: World, env: Envelope, error: type[Exception], words: str) -> None:

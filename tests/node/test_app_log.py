@@ -271,6 +271,8 @@ async def test_a_restarted_node_fills_its_hash_cache_before_the_first_proof(aioh
         assert asyncio.get_running_loop().time() < deadline, "the hash cache was not filled at start"
         await asyncio.sleep(0.02)
     assert own.hash_cache_bytes == 32 * (2 * 40 - bin(40).count("1"))  # every stored hash of 40 leaves
+    metrics = await (await again.get("/metrics")).text()
+    assert f'turtles_hash_cache_bytes{{origin="{own.origin}"}} {own.hash_cache_bytes}' in metrics
     r = await again.get("/v1/proofs/inclusion", params={"index": "7", "size": "40"})
     assert r.status == 200, await r.text()
     hashes = [bytes.fromhex(h) for h in leaves]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger.errors import PolicyError, TurtlesError
+from ledger.holdings import HASH_CACHE_BYTES
 from ledger.keys import SoftwareSigner
 from node.cli import nodecmd
 from node.config import (
@@ -60,7 +61,7 @@ def test_minimal_config_defaults() -> None:
     assert (cfg.node.host, cfg.node.port, cfg.node.public_url) == ("127.0.0.1", 0, None)
     assert cfg.node.verify_processes is None  # one per CPU
     assert parse(MINIMAL.replace('data_dir = "data"', 'data_dir = "data"\nverify_processes = 0')).node.verify_processes == 0
-    assert cfg.node.hash_cache_mib == 128
+    assert cfg.node.hash_cache_mib << 20 == HASH_CACHE_BYTES  # all logs together
     assert parse(MINIMAL.replace('data_dir = "data"', 'data_dir = "data"\nhash_cache_mib = 0')).node.hash_cache_mib == 0
     assert cfg.limits == LimitsSection()
     assert cfg.limits.max_body_bytes == 2 << 20 and cfg.limits.max_batch == 1000
