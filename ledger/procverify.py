@@ -111,13 +111,13 @@ def verify_attestations(request: bytes) -> bytes:
     verified, its signers, predicate type and builder given as indexes into those tables
     (so that the caller shares one object for each, as the records it keeps do).
     """
-    keys, items = msgpack.unpackb(request, use_list=False)
+    keys, items, pack = msgpack.unpackb(request, use_list=False)
     known = {kid: worker_key(der) for kid, der in keys.items()}
     sets: dict[tuple[KeyId, ...], int] = {}
     names: dict[str | None, int] = {}
     rows: list[tuple[object, ...] | None] = []
     for item in items:
-        parts = None if item is None else attestation_parts(known, *item)
+        parts = None if item is None else attestation_parts(known, *item, pack=pack)
         if parts is None:
             rows.append(None)
             continue
@@ -159,15 +159,19 @@ def attestation_parts(
 
 def _request(gate: Gatekeeper, envelopes: Sequence[Envelope]) -> memoryview:
     """The request :func:`verify_attestations` reads: the DER of every key ``gate`` knows for
-    the envelopes' key ids, and per envelope its payload and ``(keyid, sig)`` pairs, or None
-    when it is not an attestation or no signer is known (the worker could only hand it back)."""
+    the envelopes' key ids, per envelope its payload and ``(keyid, sig)`` pairs, or None
+    when it is not an attestation or no signer is known (the worker could only hand it back),
+    and whether the worker packs the envelopes (not when every attestation of the chunk
+    holds its canonical bytes already, as those of a msgpack batch body do)."""
     keys: dict[str, bytes] = {}
     known: dict[str, bool] = {}
     items: list[tuple[bytes, tuple[tuple[str, bytes], ...]] | None] = []
+    pack = False
     for env in envelopes:
         if env.payload_type != PAYLOAD_TYPE:
             items.append(None)
             continue
+        pack = pack or env.packed() is None
         signatures = env.signatures
         if len(signatures) == 1:  # the common case, without a comprehension's call
             sigs: tuple[tuple[str, bytes], ...] = ((signatures[0].keyid, signatures[0].sig),)
@@ -182,11 +186,12 @@ def _request(gate: Gatekeeper, envelopes: Sequence[Envelope]) -> memoryview:
         items.append((env.payload, sigs) if any_known else None)
     packer = msgpack.Packer(autoreset=False)
     try:
-        packer.pack((keys, items))
+        packer.pack((keys, items, pack))
     except UnicodeEncodeError:  # a key id that is not valid Unicode: that envelope stays here
         keys = {k: v for k, v in keys.items() if is_unicode(k)}
         packer.reset()
-        packer.pack((keys, [i if i is not None and all(is_unicode(k) for k, _ in i[1]) else None for i in items]))
+        packer.pack((keys, [i if i is not None and all(is_unicode(k) for k, _ in i[1]) else None for i in items],
+                     pack))
     request: memoryview = packer.getbuffer()  # the packer's own bytes: no copy until the pipe's
     return request
 
@@ -254,7 +259,8 @@ class VerifierProcesses:
                 out.append(None)
                 continue
             signers, rid, subjects, ptype, materials, builder, packed = row
-            env.adopt_msgpack(packed)
+            if packed:
+                env.adopt_msgpack(packed)
             record = lean(tuple(starmap(Artefact, subjects)), names[ptype],
                           tuple(starmap(Artefact, materials)) if materials else (), names[builder])
             out.append(made(env, record, sets[signers], rid))

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from ledger.attestation import Attestation
@@ -134,6 +135,25 @@ def test_a_worker_returns_what_verify_envelope_returns(world: World) -> None:
         assert env.to_msgpack() == encode(env.to_value())  # adopted from the worker: the entry's bytes
         assert (got.envelope, got.signers, got.record_id) == (env, want.signers, want.record_id)
         assert got.record == replace(want.record, statement={})
+
+
+def _packed_by_worker(gate: object, envs: list[Envelope]) -> list[bytes]:
+    """The canonical bytes each row of the workers' answer for ``envs`` carries."""
+    _, _, rows = msgpack.unpackb(verify_attestations(_request(gate, envs)), use_list=False)  # type: ignore[arg-type]
+    return [row[-1] for row in rows]
+
+
+def test_a_worker_packs_only_chunks_whose_bytes_the_caller_lacks(world: World) -> None:
+    gate = world.log._gate
+    held = [world.attest(f"pkg-{i}") for i in range(3)]
+    for env in held:  # as the node's msgpack batch parser does
+        env.adopt_msgpack(encode(env.to_value()))
+    fresh = [world.attest(f"pkg-new-{i}") for i in range(2)]
+    assert all(e.packed() is not None for e in held) and all(e.packed() is None for e in fresh)
+    assert _packed_by_worker(gate, held) == [b"", b"", b""]
+    assert _packed_by_worker(gate, [*held, fresh[0]]) == [encode(e.to_value()) for e in [*held, fresh[0]]]
+    for env, got in zip(held, _in_worker(gate, held), strict=True):
+        assert got is not None and env.to_msgpack() == encode(env.to_value())
 
 
 def test_what_a_worker_cannot_decide_comes_back_to_the_caller(world: World) -> None:
