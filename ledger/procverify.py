@@ -60,7 +60,7 @@ from ledger.encoding import is_unicode
 from ledger.envelope import Envelope, pack_fields, pae
 from ledger.errors import TurtlesError
 from ledger.keys import KeyId, PublicKey
-from ledger.verification import Gatekeeper, Prepared
+from ledger.verification import Gatekeeper, Prepared, attestation_heads, subject_head
 
 _Parts = tuple[tuple[KeyId, ...], bytes, tuple[tuple[str, str], ...], str, tuple[tuple[str, str], ...], str | None,
                bytes]
@@ -109,7 +109,9 @@ def verify_attestations(request: bytes) -> bytes:
     The answer: the distinct signer tuples, the distinct predicate types and builders, and
     per item None (the caller verifies it) or the :data:`_Parts` of an attestation that
     verified, its signers, predicate type and builder given as indexes into those tables
-    (so that the caller shares one object for each, as the records it keeps do).
+    (so that the caller shares one object for each, as the records it keeps do), followed
+    by its subjects' index row heads (:func:`~ledger.verification.subject_head`: the
+    hashing of the record's index rows, done here rather than on the sequencer).
     """
     keys, items, pack = msgpack.unpackb(request, use_list=False)
     known = {kid: worker_key(der) for kid, der in keys.items()}
@@ -123,7 +125,8 @@ def verify_attestations(request: bytes) -> bytes:
             continue
         signers, rid, subjects, ptype, materials, builder, packed = parts
         rows.append((sets.setdefault(signers, len(sets)), rid, subjects, names.setdefault(ptype, len(names)),
-                     materials, names.setdefault(builder, len(names)), packed))
+                     materials, names.setdefault(builder, len(names)), packed,
+                     [subject_head(digest) for _, digest in subjects]))
     answer: bytes = msgpack.packb((list(sets), list(names), rows))
     return answer
 
@@ -258,12 +261,13 @@ class VerifierProcesses:
             if row is None:
                 out.append(None)
                 continue
-            signers, rid, subjects, ptype, materials, builder, packed = row
+            signers, rid, subjects, ptype, materials, builder, packed, heads = row
             if packed:
                 env.adopt_msgpack(packed)
             record = lean(tuple(starmap(Artefact, subjects)), names[ptype],
                           tuple(starmap(Artefact, materials)) if materials else (), names[builder])
-            out.append(made(env, record, sets[signers], rid))
+            signed = sets[signers]
+            out.append(made(env, record, signed, rid, attestation_heads(rid, signed, heads)))
         return out
 
     def reset(self) -> None:
