@@ -15,15 +15,16 @@ The worker (:func:`verify_attestations`) makes the check :func:`verify_envelope`
 an attestation, written out for these fields (:func:`attestation_parts`: the PAE once, each
 known key's ``verify``, the statement read by :func:`ledger.attestation.lean_fields`; tests
 pin it to :func:`verify_envelope`), and answers with one blob: per attestation that
-verified, its signers, record id, subjects, predicate type, materials, builder and the
-envelope's canonical msgpack (the bytes the entry will hold, made from the copy that was
-verified), with the signer sets, predicate types and builders of the chunk given once. The
-parent (:meth:`VerifierProcesses.collect`, the one loop per envelope on its GIL) rebuilds a
-*lean* :class:`~ledger.attestation.Attestation` (its ``statement`` left empty, as
-:func:`ledger.trust.attestations.lean` does for the trust graph): the log never reads the
-statement; readers re-parse stored entries. Mirrored pages make the same check through
-:func:`attestation_parts` (``ledger._mirror_checks``); :meth:`VerifierProcesses.run` runs
-any module-level function.
+verified, its signers, record id, subjects, predicate type, materials, builder, its
+subjects' index row heads and, unless every envelope of the chunk holds it already (those
+of a msgpack batch body do), the envelope's canonical msgpack (the bytes the entry will
+hold, made from the copy that was verified), with the signer sets, predicate types and
+builders of the chunk given once. The parent (:meth:`VerifierProcesses.collect`, the one
+loop per envelope on its GIL) rebuilds a *lean* :class:`~ledger.attestation.Attestation`
+(its ``statement`` left empty, as :func:`ledger.trust.attestations.lean` does for the
+trust graph): the log never reads the statement; readers re-parse stored entries.
+Mirrored pages make the same check through :func:`attestation_parts`
+(``ledger._mirror_checks``); :meth:`VerifierProcesses.run` runs any module-level function.
 
 What does not: anything that is not an attestation, any envelope that fails, any envelope
 whose signer the parent does not know yet, and anything the worker has the least doubt
