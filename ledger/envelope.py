@@ -107,12 +107,18 @@ class Envelope:
     def adopt_msgpack(self, packed: bytes) -> None:
         """Take ``packed`` as this envelope's :meth:`to_msgpack`.
 
-        For :mod:`ledger.procverify` only: a worker process built an envelope from this
-        one's three fields, verified it, and packed it with :meth:`to_msgpack`; these are
-        the bytes of the envelope that was verified (tests pin them to the local encoding).
+        For callers that hold those bytes already: a worker process of
+        :mod:`ledger.procverify` that packed the envelope it verified from this one's three
+        fields, or the node's batch parser that read this envelope from a canonical msgpack
+        body (tests pin both to the local encoding).
         """
         if getattr(self, "_packed", None) is None:
             object.__setattr__(self, "_packed", packed)
+
+    def packed(self) -> bytes | None:
+        """:meth:`to_msgpack` if it was made (or adopted) already, else None."""
+        cached: bytes | None = getattr(self, "_packed", None)
+        return cached
 
     @classmethod
     def from_dict(cls, obj: Any) -> Envelope:

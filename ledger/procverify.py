@@ -15,15 +15,16 @@ The worker (:func:`verify_attestations`) makes the check :func:`verify_envelope`
 an attestation, written out for these fields (:func:`attestation_parts`: the PAE once, each
 known key's ``verify``, the statement read by :func:`ledger.attestation.lean_fields`; tests
 pin it to :func:`verify_envelope`), and answers with one blob: per attestation that
-verified, its signers, record id, subjects, predicate type, materials, builder and the
-envelope's canonical msgpack (the bytes the entry will hold, made from the copy that was
-verified), with the signer sets, predicate types and builders of the chunk given once. The
-parent (:meth:`VerifierProcesses.collect`, the one loop per envelope on its GIL) rebuilds a
-*lean* :class:`~ledger.attestation.Attestation` (its ``statement`` left empty, as
-:func:`ledger.trust.attestations.lean` does for the trust graph): the log never reads the
-statement; readers re-parse stored entries. Mirrored pages make the same check through
-:func:`attestation_parts` (``ledger._mirror_checks``); :meth:`VerifierProcesses.run` runs
-any module-level function.
+verified, its signers, record id, subjects, predicate type, materials, builder, its
+subjects' index row heads and, unless every envelope of the chunk holds it already (those
+of a msgpack batch body do), the envelope's canonical msgpack (the bytes the entry will
+hold, made from the copy that was verified), with the signer sets, predicate types and
+builders of the chunk given once. The parent (:meth:`VerifierProcesses.collect`, the one
+loop per envelope on its GIL) rebuilds a *lean* :class:`~ledger.attestation.Attestation`
+(its ``statement`` left empty, as :func:`ledger.trust.attestations.lean` does for the
+trust graph): the log never reads the statement; readers re-parse stored entries.
+Mirrored pages make the same check through :func:`attestation_parts`
+(``ledger._mirror_checks``); :meth:`VerifierProcesses.run` runs any module-level function.
 
 What does not: anything that is not an attestation, any envelope that fails, any envelope
 whose signer the parent does not know yet, and anything the worker has the least doubt
@@ -60,7 +61,7 @@ from ledger.encoding import is_unicode
 from ledger.envelope import Envelope, pack_fields, pae
 from ledger.errors import TurtlesError
 from ledger.keys import KeyId, PublicKey
-from ledger.verification import Gatekeeper, Prepared
+from ledger.verification import Gatekeeper, Prepared, attestation_heads, subject_head
 
 _Parts = tuple[tuple[KeyId, ...], bytes, tuple[tuple[str, str], ...], str, tuple[tuple[str, str], ...], str | None,
                bytes]
@@ -109,21 +110,24 @@ def verify_attestations(request: bytes) -> bytes:
     The answer: the distinct signer tuples, the distinct predicate types and builders, and
     per item None (the caller verifies it) or the :data:`_Parts` of an attestation that
     verified, its signers, predicate type and builder given as indexes into those tables
-    (so that the caller shares one object for each, as the records it keeps do).
+    (so that the caller shares one object for each, as the records it keeps do), followed
+    by its subjects' index row heads (:func:`~ledger.verification.subject_head`: the
+    hashing of the record's index rows, done here rather than on the sequencer).
     """
-    keys, items = msgpack.unpackb(request, use_list=False)
+    keys, items, pack = msgpack.unpackb(request, use_list=False)
     known = {kid: worker_key(der) for kid, der in keys.items()}
     sets: dict[tuple[KeyId, ...], int] = {}
     names: dict[str | None, int] = {}
     rows: list[tuple[object, ...] | None] = []
     for item in items:
-        parts = None if item is None else attestation_parts(known, *item)
+        parts = None if item is None else attestation_parts(known, *item, pack=pack)
         if parts is None:
             rows.append(None)
             continue
         signers, rid, subjects, ptype, materials, builder, packed = parts
         rows.append((sets.setdefault(signers, len(sets)), rid, subjects, names.setdefault(ptype, len(names)),
-                     materials, names.setdefault(builder, len(names)), packed))
+                     materials, names.setdefault(builder, len(names)), packed,
+                     [subject_head(digest) for _, digest in subjects]))
     answer: bytes = msgpack.packb((list(sets), list(names), rows))
     return answer
 
@@ -159,15 +163,19 @@ def attestation_parts(
 
 def _request(gate: Gatekeeper, envelopes: Sequence[Envelope]) -> memoryview:
     """The request :func:`verify_attestations` reads: the DER of every key ``gate`` knows for
-    the envelopes' key ids, and per envelope its payload and ``(keyid, sig)`` pairs, or None
-    when it is not an attestation or no signer is known (the worker could only hand it back)."""
+    the envelopes' key ids, per envelope its payload and ``(keyid, sig)`` pairs, or None
+    when it is not an attestation or no signer is known (the worker could only hand it back),
+    and whether the worker packs the envelopes (not when every attestation of the chunk
+    holds its canonical bytes already, as those of a msgpack batch body do)."""
     keys: dict[str, bytes] = {}
     known: dict[str, bool] = {}
     items: list[tuple[bytes, tuple[tuple[str, bytes], ...]] | None] = []
+    pack = False
     for env in envelopes:
         if env.payload_type != PAYLOAD_TYPE:
             items.append(None)
             continue
+        pack = pack or env.packed() is None
         signatures = env.signatures
         if len(signatures) == 1:  # the common case, without a comprehension's call
             sigs: tuple[tuple[str, bytes], ...] = ((signatures[0].keyid, signatures[0].sig),)
@@ -182,11 +190,12 @@ def _request(gate: Gatekeeper, envelopes: Sequence[Envelope]) -> memoryview:
         items.append((env.payload, sigs) if any_known else None)
     packer = msgpack.Packer(autoreset=False)
     try:
-        packer.pack((keys, items))
+        packer.pack((keys, items, pack))
     except UnicodeEncodeError:  # a key id that is not valid Unicode: that envelope stays here
         keys = {k: v for k, v in keys.items() if is_unicode(k)}
         packer.reset()
-        packer.pack((keys, [i if i is not None and all(is_unicode(k) for k, _ in i[1]) else None for i in items]))
+        packer.pack((keys, [i if i is not None and all(is_unicode(k) for k, _ in i[1]) else None for i in items],
+                     pack))
     request: memoryview = packer.getbuffer()  # the packer's own bytes: no copy until the pipe's
     return request
 
@@ -253,11 +262,13 @@ class VerifierProcesses:
             if row is None:
                 out.append(None)
                 continue
-            signers, rid, subjects, ptype, materials, builder, packed = row
-            env.adopt_msgpack(packed)
+            signers, rid, subjects, ptype, materials, builder, packed, heads = row
+            if packed:
+                env.adopt_msgpack(packed)
             record = lean(tuple(starmap(Artefact, subjects)), names[ptype],
                           tuple(starmap(Artefact, materials)) if materials else (), names[builder])
-            out.append(made(env, record, sets[signers], rid))
+            signed = sets[signers]
+            out.append(made(env, record, signed, rid, attestation_heads(rid, signed, heads)))
         return out
 
     def reset(self) -> None:

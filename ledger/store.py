@@ -377,22 +377,40 @@ def _iterate(make: Callable[[], Iterable[T]], where: str) -> Iterator[T]:
 
 def index_key(kind: bytes, key: bytes, seq: int) -> bytes:
     """Key of an index row: ``kind`` + SHA-256(key) + seq."""
-    return kind + hashlib.sha256(key).digest() + _u64(seq)
+    return index_head(kind, key) + _u64(seq)
+
+
+def index_head(kind: bytes, key: bytes) -> bytes:
+    """:func:`index_key` without its ``seq`` suffix (the part known before sequencing)."""
+    return kind + hashlib.sha256(key).digest()
 
 
 def key_index_key(key_id: str, seq: int) -> bytes:
     """``index_key(b"k", key_id.encode(), seq)``, hashing each key id once."""
-    return b"k" + _key_id_digest(key_id) + _u64(seq)
+    return key_index_head(key_id) + _u64(seq)
 
 
 @functools.lru_cache(maxsize=4096)
-def _key_id_digest(key_id: str) -> bytes:
-    return hashlib.sha256(key_id.encode()).digest()
+def key_index_head(key_id: str) -> bytes:
+    """:func:`key_index_key` without its ``seq`` suffix (the part known before sequencing)."""
+    return b"k" + hashlib.sha256(key_id.encode()).digest()
+
+
+def row_key(head: bytes, seq: int) -> bytes:
+    """The key of an index row whose ``head`` (the key without its ``seq`` suffix:
+    ``kind`` + SHA-256(key), or ``b"r"`` + record id) was made before sequencing."""
+    return head + _u64(seq)
 
 
 def record_key(rid: bytes, seq: int) -> bytes:
     """Key of a record-id row."""
-    return b"r" + rid + _u64(seq)
+    return record_head(rid) + _u64(seq)
 
 
-__all__ = ["Batch", "Database", "Head", "LogStore", "index_key", "key_index_key", "record_key"]
+def record_head(rid: bytes) -> bytes:
+    """:func:`record_key` without its ``seq`` suffix."""
+    return b"r" + rid
+
+
+__all__ = ["Batch", "Database", "Head", "LogStore", "index_head", "index_key", "key_index_head", "key_index_key",
+           "record_head", "record_key", "row_key"]

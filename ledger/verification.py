@@ -13,7 +13,8 @@ a record is acceptable, so the three can never disagree.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger.attestation import Attestation
@@ -23,7 +24,9 @@ from ledger.envelope import Envelope
 from ledger.errors import SignatureError
 from ledger.keys import KeyId, PublicKey
 from ledger.records import RootRecord, Rotation, parse_key_record, required_signers
-from ledger.store import index_key, key_index_key, record_key
+from ledger.store import index_head, key_index_head, key_index_key, record_head, record_key, row_key
+
+Rows = tuple[tuple[bytes, bytes], ...]
 
 
 class Gatekeeper(Protocol):
@@ -56,14 +59,19 @@ class Prepared:
     record: Record
     signers: tuple[KeyId, ...]
     record_id: bytes
+    heads: Rows = field(default=(), compare=False)
+    """The record's index rows made ahead (by a worker process, see :func:`attestation_heads`):
+    each row's key without its ``seq`` suffix (:func:`ledger.store.row_key`) and its value;
+    empty: :func:`index_rows` makes them."""
 
     @classmethod
-    def made(cls, envelope: Envelope, record: Record, signers: tuple[KeyId, ...], record_id: bytes) -> Prepared:
-        """``Prepared(envelope, record, signers, record_id)`` without the frozen dataclass
-        ``__init__`` (one call per field): for :mod:`ledger.procverify`, per envelope."""
+    def made(cls, envelope: Envelope, record: Record, signers: tuple[KeyId, ...], record_id: bytes,
+             heads: Rows = ()) -> Prepared:
+        """``Prepared(envelope, record, signers, record_id, heads)`` without the frozen
+        dataclass ``__init__`` (one call per field): for :mod:`ledger.procverify`, per envelope."""
         p: Prepared = object.__new__(cls)
         object.__setattr__(p, "__dict__", {"envelope": envelope, "record": record, "signers": signers,
-                                           "record_id": record_id})
+                                           "record_id": record_id, "heads": heads})
         return p
 
 
@@ -116,12 +124,15 @@ def logged_from_entry(gate: Gatekeeper, origin: str, entry: Entry) -> LoggedReco
 
 def index_rows(seq: int, prepared: Prepared) -> list[tuple[bytes, bytes]]:
     """The index rows (record id, artefact digests, key ids) stored with entry ``seq``."""
-    rows = [(record_key(prepared.record_id, seq), _encode_signers(prepared.signers))]
+    heads = prepared.heads
     rec = prepared.record
+    if not heads and isinstance(rec, Attestation):
+        heads = attestation_heads(prepared.record_id, prepared.signers, [subject_head(s.sha256) for s in rec.subjects])
+    if heads:
+        return [(row_key(head, seq), value) for head, value in heads]
+    rows = [(record_key(prepared.record_id, seq), _encode_signers(prepared.signers))]
     keys: set[str] = set(prepared.signers)
-    if isinstance(rec, Attestation):
-        rows += [(index_key(b"a", bytes.fromhex(s.sha256), seq), b"") for s in rec.subjects]
-    elif isinstance(rec, RootRecord):
+    if isinstance(rec, RootRecord):
         keys.add(rec.key.key_id)
     elif isinstance(rec, Rotation):
         keys.update((rec.old, rec.new.key_id))
@@ -136,10 +147,24 @@ def index_rows(seq: int, prepared: Prepared) -> list[tuple[bytes, bytes]]:
     return rows
 
 
+def attestation_heads(record_id: bytes, signers: tuple[KeyId, ...], subjects: Iterable[bytes]) -> Rows:
+    """An attestation's index rows without their ``seq`` suffix (see :attr:`Prepared.heads`):
+    its record id with its signers, each subject (``subjects``: their :func:`subject_head`,
+    in the record's order) and each signer's key id."""
+    return ((record_head(record_id), _encode_signers(signers)), *[(head, b"") for head in subjects],
+            *[(key_index_head(k), b"") for k in (signers if len(signers) == 1 else sorted(set(signers)))])
+
+
+def subject_head(sha256: str) -> bytes:
+    """The head (key without ``seq``) of the index row of an artefact digest (64 hex digits)."""
+    return index_head(b"a", bytes.fromhex(sha256))
+
+
 @functools.lru_cache(maxsize=1024)
 def _encode_signers(signers: tuple[str, ...]) -> bytes:
     # Few distinct signer sets sign most records: encode each once.
     return encode(list(signers))
 
 
-__all__ = ["Gatekeeper", "Prepared", "index_rows", "logged_from_entry", "verify_envelope"]
+__all__ = ["Gatekeeper", "Prepared", "Rows", "attestation_heads", "index_rows", "logged_from_entry", "subject_head",
+           "verify_envelope"]

@@ -157,7 +157,9 @@ def _common_msgpack_batch(body: bytes, max_batch: int) -> list[Envelope | InputE
     (:func:`ledger.encoding.decode`, then :meth:`Envelope.from_value` per element) accepts
     and builds the same envelopes from it: exactly the envelope's fields and types, keys in
     canonical order, and a body that re-encodes to the very bytes given (so shortest forms,
-    no duplicate key, no float, no extension type, nothing trailing). The limits bound what
+    no duplicate key, no float, no extension type, nothing trailing). Each envelope keeps
+    its element's bytes as its :meth:`~ledger.envelope.Envelope.to_msgpack` (re-encoded
+    element by element, they are its canonical form), so nobody packs it again. The limits bound what
     the C decoder may reserve before reading: no array longer than the batch limit or than
     :data:`MAX_SIGNATURES`, no map of more than three keys. Anything else -- every invalid
     body and every invalid element included -- returns None, and the strict path gives its
@@ -172,6 +174,11 @@ def _common_msgpack_batch(body: bytes, max_batch: int) -> list[Envelope | InputE
         return None
     if type(items) is not list or not 0 < len(items) <= max_batch:
         return None
+    packer = msgpack.Packer(use_bin_type=True)
+    head = packer.pack_array_header(len(items))
+    if not body.startswith(head):
+        return None
+    at = len(head)
     out: list[Envelope | InputError] = []
     for item in items:
         if type(item) is not dict or list(item) != _MSGPACK_ENVELOPE_KEYS:
@@ -189,11 +196,17 @@ def _common_msgpack_batch(body: bytes, max_batch: int) -> list[Envelope | InputE
             if type(keyid) is not str or type(sig) is not bytes:
                 return None
             signatures.append(Signature(keyid, sig))
+        packed = packer.pack(item)
+        if not body.startswith(packed, at):  # not the canonical form
+            return None
+        at += len(packed)
         try:
-            out.append(Envelope(ptype, payload, tuple(signatures)))
+            env = Envelope(ptype, payload, tuple(signatures))
         except TurtlesError:  # a limit or a duplicate key id: the strict parser says which
             return None
-    if msgpack.packb(items, use_bin_type=True) != body:  # not the canonical form
+        env.adopt_msgpack(packed)
+        out.append(env)
+    if at != n:  # something after the array
         return None
     return out
 

@@ -4,6 +4,8 @@ costs speed only."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -14,9 +16,10 @@ from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
+import msgpack
 import pytest
 
-from ledger.attestation import Attestation
+from ledger.attestation import PAYLOAD_TYPE, Attestation
 from ledger.encoding import encode
 from ledger.envelope import Envelope, Signature, sign_envelope
 from ledger.errors import TurtlesError
@@ -24,8 +27,15 @@ from ledger.holdings import Holdings
 from ledger.keys import SoftwareSigner
 from ledger.log import AppendResult, Log
 from ledger.procverify import VerifierProcesses, _request, verify_attestations
+from ledger.store import index_key, key_index_key, record_key
 from ledger.trust import RootsPolicy
-from ledger.verification import Prepared, verify_envelope
+from ledger.verification import (
+    Prepared,
+    attestation_heads,
+    index_rows,
+    subject_head,
+    verify_envelope,
+)
 from tests.ledger.conftest import ORIGIN, World, delegation_envelope, root_envelope
 
 N = 700  # over the size at which append_many uses the workers
@@ -134,6 +144,51 @@ def test_a_worker_returns_what_verify_envelope_returns(world: World) -> None:
         assert env.to_msgpack() == encode(env.to_value())  # adopted from the worker: the entry's bytes
         assert (got.envelope, got.signers, got.record_id) == (env, want.signers, want.record_id)
         assert got.record == replace(want.record, statement={})
+        assert got.heads and index_rows(7, got) == index_rows(7, want) == _rows_spelled_out(7, want)
+
+
+def _rows_spelled_out(seq: int, p: Prepared) -> list[tuple[bytes, bytes]]:
+    """An attestation's index rows from the store's full-key functions."""
+    assert isinstance(p.record, Attestation)
+    return [(record_key(p.record_id, seq), encode(list(p.signers))),
+            *[(index_key(b"a", bytes.fromhex(s.sha256), seq), b"") for s in p.record.subjects],
+            *[(key_index_key(k, seq), b"") for k in sorted(set(p.signers))]]
+
+
+def test_index_row_heads_make_the_rows_of_any_attestation(world: World) -> None:
+    two = world.attest("pkg-two").with_signature(SoftwareSigner.generate())
+    subjects = [{"digest": {"sha256": hashlib.sha256(n.encode()).hexdigest()}, "name": n}
+                for n in ("pkg-a", "pkg-b", "pkg-a")]  # a subject twice: a row each, as the record holds them
+    statement = {"_type": "https://in-toto.io/Statement/v1", "subject": subjects,
+                 "predicateType": "https://example.com/p/v1", "predicate": {}}
+    many = sign_envelope(PAYLOAD_TYPE, json.dumps(statement).encode(), [world.maint])
+    for env in (two, many, world.attest("pkg-3")):
+        for got in _in_worker(world.log._gate, [env]):
+            assert got is not None and got.heads
+            assert index_rows(5, got) == _rows_spelled_out(5, verify_envelope(world.log._gate, env))
+        want = verify_envelope(world.log._gate, env)
+        made = replace(want, heads=attestation_heads(want.record_id, want.signers,
+                                                     [subject_head(s.sha256) for s in want.record.subjects]))
+        assert index_rows(2**40 + 3, made) == index_rows(2**40 + 3, want) == _rows_spelled_out(2**40 + 3, want)
+
+
+def _packed_by_worker(gate: object, envs: list[Envelope]) -> list[bytes]:
+    """The canonical bytes each row of the workers' answer for ``envs`` carries."""
+    _, _, rows = msgpack.unpackb(verify_attestations(_request(gate, envs)), use_list=False)  # type: ignore[arg-type]
+    return [row[6] for row in rows]
+
+
+def test_a_worker_packs_only_chunks_whose_bytes_the_caller_lacks(world: World) -> None:
+    gate = world.log._gate
+    held = [world.attest(f"pkg-{i}") for i in range(3)]
+    for env in held:  # as the node's msgpack batch parser does
+        env.adopt_msgpack(encode(env.to_value()))
+    fresh = [world.attest(f"pkg-new-{i}") for i in range(2)]
+    assert all(e.packed() is not None for e in held) and all(e.packed() is None for e in fresh)
+    assert _packed_by_worker(gate, held) == [b"", b"", b""]
+    assert _packed_by_worker(gate, [*held, fresh[0]]) == [encode(e.to_value()) for e in [*held, fresh[0]]]
+    for env, got in zip(held, _in_worker(gate, held), strict=True):
+        assert got is not None and env.to_msgpack() == encode(env.to_value())
 
 
 def test_what_a_worker_cannot_decide_comes_back_to_the_caller(world: World) -> None:

@@ -306,7 +306,8 @@ def test_msgpack_batch_fast_path_matches_the_strict_decoder(monkeypatch: Any) ->
     assert submit_routes._common_msgpack_batch(bodies[0], 1000) is not None  # the fast path takes the common shape
     fast = [_batch_outcome(b, "msgpack") for b in bodies]
     assert isinstance(fast[0], list) and len(fast[0]) == 3 and all(isinstance(x, Envelope) for x in fast[0])
-    took = [b for b in bodies if submit_routes._common_msgpack_batch(b, 1000) is not None]
+    common = submit_routes._common_msgpack_batch
+    took = [b for b in bodies if common(b, 1000) is not None]
     monkeypatch.setattr(submit_routes, "_common_msgpack_batch", lambda body, max_batch: None)
     strict = [_batch_outcome(b, "msgpack") for b in bodies]
     for body, f, s in zip(bodies, fast, strict, strict=True):
@@ -314,3 +315,9 @@ def test_msgpack_batch_fast_path_matches_the_strict_decoder(monkeypatch: Any) ->
     assert all(isinstance(s, list) and all(isinstance(x, Envelope) for x in s)
                for s in (_batch_outcome(b, "msgpack") for b in took))  # it takes only bodies the strict path takes whole
     assert len(took) < len(bodies) // 2
+    for body in took:  # each envelope keeps its element's bytes: its own canonical encoding
+        envs = common(body, 1000)
+        assert envs is not None
+        for env in envs:
+            assert isinstance(env, Envelope) and env.packed() is not None
+            assert env.packed() == encode(env.to_value()) == Envelope.from_msgpack(env.packed()).to_msgpack()
