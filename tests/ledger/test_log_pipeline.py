@@ -26,20 +26,23 @@ from ledger.checkpoint import Checkpoint, open_note
 from ledger.envelope import Envelope, Signature, sign_envelope
 from ledger.errors import HSMError, SignatureError, StorageError, TurtlesError, UnavailableError
 from ledger.holdings import LogGate
-from ledger.keys import PublicKey, SoftwareSigner
+from ledger.hsm import Pkcs11Signer, generate_keypair
+from ledger.keys import PublicKey, Signer, SoftwareSigner
 from ledger.log import AppendResult, Log
+from ledger.pkcs11ctx import Pkcs11Context
 from ledger.store import Batch, Database, LogStore
 from ledger.trust import RootsPolicy
 from tests.ledger.conftest import ORIGIN, delegation_envelope, root_envelope
+from tests.softhsm import SoftHSMToken
 
 WAIT = 30  # seconds any one wait in these tests may take before it counts as a failure
 
 
 class GatedSigner:
-    """A software Ed25519 key whose signatures can be held back or refused (stage 2's view)."""
+    """An Ed25519 key (software, or ``inner``) whose signatures can be held back or refused."""
 
-    def __init__(self) -> None:
-        self._key = SoftwareSigner.generate()
+    def __init__(self, inner: Signer | None = None) -> None:
+        self._key = inner or SoftwareSigner.generate()
         self.calls = 0
         self.refuse: set[int] = set()  # numbers of the calls that fail (1 = the first)
         self.open = threading.Event()
@@ -162,7 +165,53 @@ def test_groups_committed_while_a_checkpoint_is_signed_share_the_next_one(rig: R
         _assert_covered(log, res)
 
 
-def test_many_threads_fewer_signatures_than_groups_and_every_answer_covered(rig: Rig) -> None:
+def test_through_softhsm_many_threads_share_checkpoints_and_each_is_covered(
+    tmp_path: Path, pkcs11_context: Pkcs11Context, softhsm_token: SoftHSMToken
+) -> None:
+    """The log key in a SoftHSM2 token: held once to force two groups into one signature,
+    then 8 threads appending; every answer verifies against the token's key."""
+    generate_keypair(pkcs11_context, token_label=softhsm_token.label, label="log", alg="ed25519",
+                     pin=softhsm_token.pin)
+    hsm = Pkcs11Signer(pkcs11_context, softhsm_token.uri("log"), pin=softhsm_token.pin)
+    r = _open_rig(tmp_path / "db", GatedSigner(hsm))
+    log, signer = r.log, r.signer
+    try:
+        log.append(root_envelope(r.root))
+        log.append(delegation_envelope(r.root, r.maint))
+        signer.open.clear()
+        first = log.submit(r.attest("pkg-first"))
+        assert signer.held.wait(WAIT)
+        signed = signer.calls
+        two = [log.submit(r.attest(f"pkg-two-{i}")) for i in range(2)]
+        with r.committed:  # one or two groups, both committed while the first is being signed
+            assert r.committed.wait_for(lambda: log.size == 5, WAIT)
+        signer.open.set()
+        a, b, c = (f.result(WAIT) for f in (first, *two))
+        assert b.checkpoint == c.checkpoint and b.size == c.size == 5 and signer.calls == signed + 1
+        results = [a, b, c]
+        lock = threading.Lock()
+
+        def writer(t: int) -> None:
+            for i in range(10):
+                res = log.append(r.attest(f"pkg-{t}-{i}"), timeout=WAIT)
+                with lock:
+                    results.append(res)
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(2 * WAIT)
+        assert len(results) == 83 and sorted(x.index for x in results) == list(range(2, 85))
+        for res in results:
+            _assert_covered(log, res)
+    finally:
+        signer.open.set()
+        log.close()
+        r.db.close()
+
+
+def test_many_threads_no_more_signatures_than_groups_and_every_answer_covered(rig: Rig) -> None:
     log, signer = rig.log, rig.signer
     base, signed = len(rig.commits), signer.calls
     results: list[AppendResult] = []
