@@ -136,11 +136,6 @@ class Log(LogReader):
         open). Its size is at most :attr:`size`: the entries it covers are durable."""
         return self._publisher.note
 
-    @property
-    def signed_size(self) -> int:
-        """The size of :meth:`checkpoint`'s tree (see :attr:`LogReader.signed_size`)."""
-        return self._publisher.covered_size
-
     # --- appends ---------------------------------------------------------------------------
 
     def prepare(self, envelope: Envelope) -> Prepared:

@@ -1,10 +1,7 @@
 """Reads and proofs over one stored log, shared by owned logs and mirrors.
 
-Invariants: reads never go past the durable head this object holds. A mirror's head is
-covered by a signed checkpoint of at least its size; an owned log's head can be one
-checkpoint round ahead of its newest checkpoint (:attr:`LogReader.signed_size`: the
-checkpointer signs after the commit, see :mod:`ledger._commit`), so a proof made for that
-size comes with its note, and one made for a larger tree with none yet. Stored hashes never
+Invariants: reads never go past the durable head this object holds, so a proof or an
+entry served is always covered by a checkpoint of at least that size. Stored hashes never
 change once written, so the tree's levels are kept in memory (:mod:`ledger._hash_cache`),
 from the top down to the lowest level a byte budget allows, and brought up to the head's
 size when a read needs them; the levels below are read from the store each time.
@@ -109,13 +106,6 @@ class LogReader:
     def head(self) -> Head:
         """The durable head."""
         return self._head
-
-    @property
-    def signed_size(self) -> int:
-        """The size of the newest signed checkpoint: what a proof is made for unless asked
-        otherwise, so that it comes with its note. At most :attr:`size` (a log's durable
-        head can be one checkpoint round ahead of it; a mirror's cannot)."""
-        return self._head.size
 
     @property
     def store(self) -> LogStore:

@@ -106,23 +106,16 @@ def _check_size(reader: LogReader, size: int, name: str) -> None:
         )
 
 
-def _default_size(reader: LogReader, least: int) -> int:
-    """The tree a proof is made for when none is named: the newest checkpoint's, so the
-    proof comes with its note, unless the proof needs a larger tree (``least`` entries)."""
-    signed = reader.signed_size
-    return signed if least <= signed else reader.size
-
-
 def _stored_checkpoint(reader: LogReader, size: int) -> str | None:
     return reader.store.checkpoint(size)
 
 
 @routes.get("/v1/proofs/inclusion")
 async def get_inclusion(request: web.Request) -> web.Response:
-    """Proof that entry ``index`` is in the tree of ``size`` (default: the newest checkpoint's)."""
+    """Proof that entry ``index`` is in the tree of ``size`` (default: current size)."""
     index = query_uint(request, "index")
     reader = reader_for(request)
-    size = query_uint(request, "size", _default_size(reader, index + 1))
+    size = query_uint(request, "size", reader.size)
     _check_size(reader, size, "size")
     if index >= size:
         raise InputError(f"index {index} is not below size {size}", field="index", current_size=reader.size)
@@ -143,11 +136,10 @@ async def get_inclusion(request: web.Request) -> web.Response:
 
 @routes.get("/v1/proofs/consistency")
 async def get_consistency(request: web.Request) -> web.Response:
-    """Proof that the tree of ``from`` is a prefix of the tree of ``to`` (default: the newest
-    checkpoint's)."""
+    """Proof that the tree of ``from`` is a prefix of the tree of ``to`` (default: current size)."""
     first = query_uint(request, "from")
     reader = reader_for(request)
-    second = query_uint(request, "to", _default_size(reader, first))
+    second = query_uint(request, "to", reader.size)
     _check_size(reader, second, "to")
     if first > second:
         raise InputError(f"from {first} is larger than to {second}", field="from", current_size=reader.size)

@@ -277,24 +277,3 @@ async def test_a_restarted_node_fills_its_hash_cache_before_the_first_proof(aioh
     assert r.status == 200, await r.text()
     hashes = [bytes.fromhex(h) for h in leaves]
     assert [bytes.fromhex(h) for h in (await r.json())["proof"]] == merkle.inclusion_proof(hashes, 7, 40)
-
-
-def test_a_proof_is_made_for_the_newest_checkpoint_unless_it_needs_a_larger_tree() -> None:
-    """With no size named, proofs take the newest checkpoint's tree (so they come with its
-    note), and the durable head only for entries (or a ``from``) newer than that note:
-    a log's head can be one checkpoint round ahead of its note."""
-    from types import SimpleNamespace
-
-    from node.routes.log import _default_size
-
-    reader: Any = SimpleNamespace(signed_size=10, size=12)
-    assert [_default_size(reader, least) for least in (0, 1, 10, 11, 12)] == [10, 10, 10, 12, 12]
-
-
-async def test_proofs_with_no_size_come_with_the_checkpoint_of_their_tree(client: Client) -> None:
-    await fill(client, 9)
-    own = client.app[RUNTIME].open_holdings().own
-    assert own is not None and own.signed_size == own.size == 9
-    for path, params in (("inclusion", {"index": "3"}), ("consistency", {"from": "4"})):
-        body = await (await client.get(f"/v1/proofs/{path}", params=params)).json()
-        assert Checkpoint.parse(open_note(body["checkpoint"], own.vkey)).size == 9, body

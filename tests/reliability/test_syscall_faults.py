@@ -244,18 +244,16 @@ def _point(plan: Plan, syscall: str, nth: int) -> Point:
 @pytest.mark.slow
 @pytest.mark.scenario("S2", outcome="detected")
 def test_resubmission_after_a_failed_checkpoint_write_is_covered(plans: dict[str, Plan]) -> None:
-    """EIO in the checkpoint stage, on its high-water mark's ``fdatasync`` (the 2nd of the
-    checkpointer thread; strace counts per thread, and the stage's first write, the note's,
-    shares its count with the sequencer's commit, so it cannot be hit alone): the entries
-    are durable, the append fails rather than being answered with a checkpoint that is not
-    recorded; after a restart the retry lands once, covered."""
+    """EIO on the checkpoint's write (the 2nd write of the append): the entries are durable,
+    the append fails. The store then takes no more writes in this process (a failed LevelDB
+    write is made sticky), so the in-process retry fails too rather than being answered with
+    a checkpoint that does not cover it; after a restart the retry lands once, covered."""
     plan = plans["append"]
     slot = plan.slots[0]
-    point = _point(plan, "fdatasync", 2)
-    run = inject("append", plan.template, slot, plan.slot_paths(slot), point, "eio")
+    run = inject("append", plan.template, slot, plan.slot_paths(slot), _point(plan, "write", 2), "eio")
     assert run.injected and run.errors
     assert all("StorageError" in e for e in run.errors), run.errors
-    v = Verdict(point, "eio", True)
+    v = Verdict(_point(plan, "write", 2), "eio", True)
     _check_coverage(run, v)
     assert not v.problems, v.problems
     retry_append(slot, plan.env, max(plan.acks) + 1)
@@ -281,7 +279,7 @@ def test_appends_after_a_transient_eio_survive_a_restart(plans: dict[str, Plan],
     plan = plans["append"]
     slot = plan.slots[0]
     problems = []
-    for point in (_point(plan, "write", 1), _point(plan, "fdatasync", 2), _point(plan, "fdatasync", 1)):
+    for point in (_point(plan, "write", 1), _point(plan, "write", 2), _point(plan, "fdatasync", 1)):
         run = inject("append-more", plan.template, slot, plan.slot_paths(slot), point, "eio", count=40)
         assert run.injected and not run.hung and run.returncode in (0, 3), run.stderr[-2000:]
         acked = dict(plan.acks) | {i: r for i, r, _ in run.acks}
