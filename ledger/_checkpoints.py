@@ -4,7 +4,6 @@
 records the head in the high-water mark file beside the store
 (:mod:`ledger.watermark`). On open it refuses a store that holds less than, or other than,
 what the log once signed (a stale backup, a damaged tail): signing then would fork the log.
-Once the log is open, only its checkpointer thread (:mod:`ledger._commit`) signs.
 """
 
 from __future__ import annotations
@@ -32,8 +31,7 @@ class Checkpointer:
         self._watermark = _watermark_of(store)
 
     def sign_and_store(self, head: Head) -> str:
-        """Sign a checkpoint of the durable ``head``, store it (a synced put: see
-        :mod:`ledger._commit` for why) and raise the high-water mark; the note."""
+        """Sign a checkpoint of ``head``, store it and raise the high-water mark; the note."""
         note = sign_note(Checkpoint(self._store.origin, head.size, head.root).to_text(), [self._signer])
         self._store.put_checkpoint(head.size, note)
         if self._watermark is not None:

@@ -4,10 +4,9 @@ A :class:`Request` is one envelope waiting to be appended. Callers of ``Log.subm
 on a :class:`~concurrent.futures.Future`; ``Log.append_many`` queues thousands at a time,
 and a Future per envelope (a Condition and an RLock each) costs more than the rest of its
 bookkeeping, so its requests carry no Future except the last of each group. The sequencer
-takes requests in queue order and notes refusals as it meets them; the checkpointer
-(:mod:`ledger._commit`) sets the other outcomes once a stored checkpoint covers them and
-then fires the Futures in queue order, every outcome of what it answers at once set before
-the first of them fires. So once a group's last Future is done, the whole group is.
+takes requests in queue order and fires a request's Future only once every request queued
+before it holds its outcome (refusals and old duplicates are noted at once and told at the
+end of their batch), so once that one Future is done, the whole group is.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ class AppendResult:
 
 
 class Request:
-    """One envelope to append; its outcome is set once, by the sequencer or the checkpointer."""
+    """One envelope to append; its outcome is set exactly once, by the sequencer."""
 
     __slots__ = ("envelope", "future", "outcome", "prepared")
 
@@ -55,15 +54,20 @@ class Request:
         """False if the caller cancelled it while it was queued (it is then dropped)."""
         return self.future is None or self.future.set_running_or_notify_cancel()
 
+    def resolve(self, result: AppendResult) -> None:
+        """The envelope is durable and covered by a stored checkpoint."""
+        self.note(result)
+        self.notify()
+
     def reject(self, error: TurtlesError) -> None:
         """The envelope was not appended, for this reason."""
         self.note(error)
         self.notify()
 
     def note(self, outcome: AppendResult | TurtlesError) -> None:
-        """Record the outcome now and tell the waiter later (:meth:`notify`), in queue order,
-        so that a request's Future never fires before the requests queued ahead of it have
-        their outcomes."""
+        """Record the outcome now and tell the waiter later (:meth:`notify`): the sequencer
+        answers refusals and old duplicates at the end of their batch, so that a request's
+        Future never fires before the requests queued ahead of it have their outcomes."""
         self.outcome = outcome
 
     def notify(self) -> None:

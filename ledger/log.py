@@ -6,16 +6,14 @@ Flow of one append:
    parse the envelope, verify every signature over the exact PAE bytes with keys the
    gatekeeper knows (or, for ``root``/``rotation`` records, the keys the record carries),
    parse the record, check the signers the record kind requires.
-2. The single sequencer thread (group commit, stage 1) takes prepared submissions in
-   order, drops duplicates, asks the gatekeeper to admit each one at the integration time,
+2. The single sequencer thread (group commit) takes prepared submissions in order,
+   drops duplicates, asks the gatekeeper to admit each one at the integration time,
    chains it (``prev``), computes Merkle hashes and index rows, and commits the batch in
    one synced WriteBatch. A key record (root, delegation, ...) ends its batch, so the
    trust state it changes is applied only after it is durable, and records after it are
-   admitted against the new state. It then hands the batch to stage 2 and goes on with
-   the next one at once.
-3. Stage 2, the checkpointer thread (:mod:`ledger._commit`), takes every batch committed
-   meanwhile, signs one checkpoint for the newest durable head, stores it, raises the
-   high-water mark, and only then resolves the callers' futures, in queue order.
+   admitted against the new state.
+3. After the batch is durable the sequencer signs one checkpoint for the new size,
+   stores it, and only then resolves the callers' futures.
 
 What keeps the sequencer cheap (it is one thread, so its per-entry cost bounds the rate):
 the Merkle hashes of a batch are computed in one pass (``stored_hashes_for_leaves``) from
@@ -26,10 +24,7 @@ added before its batch is written). :meth:`Log.append_many` verifies in a thread
 
 Invariants: nothing is acknowledged before it is durable and covered by a stored signed
 checkpoint; a failed write changes neither the store nor the in-memory state; entry
-timestamps never go backwards; the log never appends a record it has not verified; futures
-resolve in queue order. :attr:`size` and :attr:`head` are the durable head (stage 1);
-:meth:`checkpoint` is the newest stored signed note, which covers a prefix of it (between a
-commit and its checkpoint, or after a failed signature, the head is ahead of it).
+timestamps never go backwards; the log never appends a record it has not verified.
 """
 
 from __future__ import annotations
@@ -44,12 +39,11 @@ from concurrent.futures import Future
 from ledger import merkle
 from ledger._bulk import Verifier
 from ledger._checkpoints import Checkpointer
-from ledger._commit import Group, Publisher
 from ledger._frontier import Frontier
 from ledger._recordids import RecordIdFilter
 from ledger._requests import AppendResult, Request
 from ledger.attestation import Attestation
-from ledger.checkpoint import note_signer, verifier_key
+from ledger.checkpoint import Checkpoint, note_signer, verifier_key
 from ledger.entry import Entry, LoggedRecord
 from ledger.envelope import Envelope
 from ledger.errors import (
@@ -115,7 +109,7 @@ class Log(LogReader):
         self._frontier = Frontier(store, self._head.size)
         self._record_ids = RecordIdFilter.of(store.record_ids(), self._head.size)
         self._verifier = Verifier(gate, self.origin, procs)  # procs: their owner closes them
-        self._publisher = Publisher(self._checkpoints, store, self._head, self._checkpoints.ensure(self._head))
+        self._checkpoint = self._checkpoints.ensure(self._head)
         self._thread = threading.Thread(target=self._run, name=f"sequencer:{self.origin}", daemon=True)
         self._closed = False
         self._thread.start()
@@ -132,9 +126,11 @@ class Log(LogReader):
         return cls(store, signer=signer, gate=gate, **kw)  # type: ignore[arg-type]
 
     def checkpoint(self) -> str:
-        """The newest stored signed checkpoint note (an open log always has one: it signs on
-        open). Its size is at most :attr:`size`: the entries it covers are durable."""
-        return self._publisher.note
+        """The latest signed checkpoint note (an open log always has one: it signs on open)."""
+        note = self._checkpoint
+        if note is None:
+            raise CorruptionError(f"log {self.origin} has no signed checkpoint")
+        return note
 
     # --- appends ---------------------------------------------------------------------------
 
@@ -172,14 +168,14 @@ class Log(LogReader):
             OverloadedError: they would take the queue over its bound.
             UnavailableError: the log is closed.
         """
-        with self._queued_lock:  # held while queueing, so nothing is queued after close()'s None
-            if self._closed:
-                raise UnavailableError(f"log {self.origin} is closed")
+        if self._closed:
+            raise UnavailableError(f"log {self.origin} is closed")
+        with self._queued_lock:
             if self._queued + len(requests) > self._max_queue:
                 raise OverloadedError(f"log {self.origin}: {self._max_queue} submissions queued", retry_after=1)
             self._queued += len(requests)
-            for req in requests:
-                self._queue.put(req)
+        for req in requests:
+            self._queue.put(req)
 
     def append(self, envelope: Envelope, *, timeout: float | None = 60) -> AppendResult:
         """Append one envelope and wait until it is durable (see :meth:`submit`)."""
@@ -200,26 +196,18 @@ class Log(LogReader):
         return self._verifier.in_processes(count)
 
     def close(self, timeout: float = 30) -> None:
-        """Finish queued appends and answer them, stop both stages. The Database stays open."""
-        with self._queued_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(None)
-        self._thread.join(timeout)  # the sequencer stops the publisher as it ends
-        self._publisher.join(timeout)
+        """Finish queued appends, stop the sequencer. The Database stays open."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
         self._checkpoints.close()
         self._verifier.close()
 
     # --- the sequencer ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            self._sequence()
-        finally:
-            self._publisher.stop()
-
-    def _sequence(self) -> None:
         stop = False
         while not stop:
             first = self._queue.get()
@@ -251,9 +239,8 @@ class Log(LogReader):
                 error = CorruptionError(f"log {self.origin}: unexpected error integrating a batch: {e!r}")
                 for req in pending:
                     if not req.done:
-                        req.note(error)
+                        req.reject(error)
                 self._reload()
-                self._publisher.hand(Group(self._head, pending))  # told in order, after earlier groups
                 return
 
     def _reload(self) -> None:
@@ -263,70 +250,90 @@ class Log(LogReader):
         self._frontier = Frontier(self._store, self._head.size)
 
     def _integrate_some(self, requests: list[Request]) -> list[Request]:
-        """Commit a prefix of ``requests`` ending at the first key record, hand it to stage 2
-        (which answers every request of it, refusals included, in queue order); the rest."""
+        """Commit a prefix of ``requests`` ending at the first key record; return the rest.
+
+        Refusals and duplicates of durable entries are noted as they are met and their
+        waiters told when the prefix is done, after the appended ones (see ``Request.note``).
+        """
+        early: list[Request] = []
+        try:
+            return self._integrate_prefix(requests, early)
+        finally:
+            for req in early:
+                req.notify()
+
+    def _integrate_prefix(self, requests: list[Request], early: list[Request]) -> list[Request]:
         head = self._head
         ts = max(self._clock(), self._last_ts)
         admitted: list[tuple[Request, Prepared]] = []
         seen: dict[bytes, tuple[int, tuple[KeyId, ...]]] = {}
         rest: list[Request] = []
-        dups: list[tuple[Request, int, bytes | None]] = []
+        in_batch_dups: list[tuple[Request, int]] = []
         admit, origin = self._gate.admit, self.origin
         for i, req in enumerate(requests):
             try:
                 prepared = req.prepared or self.prepare(req.envelope)
                 dup = self._duplicate_of(prepared, seen)
-                if dup is not None:  # answered by stage 2, with a checkpoint that covers it
-                    dups.append((req, dup, None))
+                if dup is not None:
+                    if dup >= head.size:  # a twin in this very batch: answer once it is durable
+                        in_batch_dups.append((req, dup))
+                    else:
+                        req.note(self._result(dup, duplicate=True))
+                        early.append(req)
                     continue
                 admit(record=prepared.record, signers=prepared.signers, origin=origin, at=ts)
             except TurtlesError as e:
                 req.note(e)
+                early.append(req)
                 continue
             seen[prepared.record_id] = (head.size + len(admitted), prepared.signers)
             admitted.append((req, prepared))
             if not isinstance(prepared.record, Attestation):
                 rest = requests[i + 1 :]
                 break
-        prefix = requests[: len(requests) - len(rest)] if rest else requests
         if not admitted:
-            self._publisher.hand(Group(head, prefix, duplicates=dups))
             return rest
         chained = Entry.chain(head.size, head.last, ts, [p.envelope for _, p in admitted])
         entries = [(e.seq, e.raw) for e in chained]
         index_keys: list[tuple[bytes, bytes]] = []
-        logged: list[LoggedRecord] = []
-        for (_, prepared), entry in zip(admitted, chained, strict=True):
+        accepted: list[tuple[Request, Entry, LoggedRecord]] = []
+        for (req, prepared), entry in zip(admitted, chained, strict=True):
             index_keys.extend(index_rows(entry.seq, prepared))
-            logged.append(LoggedRecord(origin, entry.seq, ts, entry.leaf_hash, prepared.signers, prepared.record,
-                                       prepared.record_id))
+            logged = LoggedRecord(origin, entry.seq, ts, entry.leaf_hash, prepared.signers, prepared.record,
+                                  prepared.record_id)
+            accepted.append((req, entry, logged))
         prev = chained[-1].leaf_hash
-        size = head.size + len(chained)
+        size = head.size + len(accepted)
         hashes = merkle.stored_hashes_for_leaves(head.size, [e.leaf_hash for e in chained], self._frontier.read)
         frontier = self._frontier.after(size, hashes)
         batch = Batch(entries, hashes, index_keys, Head(size, frontier.root(), prev))
         # Before the write: a filter that holds an id the store lacks costs a lookup, never a duplicate.
         for rid in seen:
             self._record_ids.add(rid)
-        appended = [r for r, _ in admitted]
         try:
             self._store.commit(batch)
         except TurtlesError as e:
-            for req in appended:
-                req.note(e)
-            for req, index, _ in dups:
-                if index >= head.size:  # a twin in this very batch
-                    req.note(e)
-            self._publisher.hand(Group(head, prefix, duplicates=[d for d in dups if d[1] < head.size]))
+            for req in [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]:
+                req.reject(e)
             return rest
         self._head = batch.head
         self._frontier = frontier
         self._last_ts = ts
-        for rec in logged:
-            self._gate.add(rec)
-        if dups:  # a twin in this very batch gets its leaf hash from here
-            dups = [(r, i, chained[i - head.size].leaf_hash if i >= head.size else None) for r, i, _ in dups]
-        self._publisher.hand(Group(batch.head, prefix, appended, chained, dups))
+        for _, _, logged in accepted:
+            self._gate.add(logged)
+        try:
+            self._checkpoint = self._checkpoints.sign_and_store(batch.head)
+        except TurtlesError as e:
+            for req in [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]:
+                req.reject(e)
+            return rest
+        appended, checkpoint = AppendResult.appended, self._checkpoint
+        for req, entry, _ in accepted:
+            req.outcome = appended(entry.seq, entry.leaf_hash, checkpoint, size)
+            if req.future is not None:  # Request.resolve, spelled out: most bulk requests have none
+                req.notify()
+        for req, index in in_batch_dups:
+            req.resolve(self._result(index, duplicate=True))
         return rest
 
     def _duplicate_of(self, prepared: Prepared, seen: dict[bytes, tuple[int, tuple[KeyId, ...]]]) -> int | None:
@@ -344,6 +351,20 @@ class Log(LogReader):
         if set(prepared.signers) <= union:
             return known[0][0]
         return None
+
+    def _covered_size(self) -> int:
+        """Tree size of the checkpoint held in memory."""
+        note = self._checkpoint or ""
+        return Checkpoint.parse(note.split("\n\n", 1)[0] + "\n").size if note else 0
+
+    def _result(self, index: int, *, duplicate: bool) -> AppendResult:
+        if self._covered_size() <= index:
+            # The batch holding ``index`` is durable but its checkpoint was never stored
+            # (a failed write or HSM): sign one now rather than answer with an older one.
+            self._checkpoint = self._checkpoints.sign_and_store(self._head)
+        entry = Entry.from_bytes(self._store.entry(index))
+        assert self._checkpoint is not None  # signed in __init__, before the sequencer started
+        return AppendResult(index, entry.leaf_hash, self._checkpoint, self._head.size, duplicate)
 
     def _read_last_ts(self) -> int:
         if self._head.size == 0:

@@ -38,11 +38,9 @@ from functools import partial
 from operator import attrgetter
 from typing import NamedTuple
 
-from ledger.checkpoint import Checkpoint
 from ledger.envelope import Envelope
 from ledger.errors import TurtlesError, UnavailableError
 from ledger.log import AppendResult, Log, Prepared
-from ledger.note import split_note
 from node.answers import Accepted, BatchOutcome
 from node.limits import InFlight
 from node.metrics import Registry
@@ -188,9 +186,7 @@ class Submitter:
         done = [r for r in results if isinstance(r, AppendResult)]
         latest = max(done, key=_size) if done else None
         checkpoint = latest.checkpoint if latest else self._log.checkpoint()
-        # The log's size may be ahead of its checkpoint (committed, not yet signed): the
-        # answer pairs the checkpoint with its own size.
-        size = latest.size if latest else Checkpoint.parse(split_note(checkpoint)[0]).size
+        size = latest.size if latest else self._log.size
         return await loop.run_in_executor(None, self._answer_batch, checkpoint, size, results)
 
     def _answer_batch(self, checkpoint: str, size: int, results: list[AppendResult | TurtlesError]) -> BatchOutcome:
