@@ -30,12 +30,24 @@ class Checkpointer:
         self._signer = signer
         self._watermark = _watermark_of(store)
 
-    def sign_and_store(self, head: Head) -> str:
-        """Sign a checkpoint of ``head``, store it and raise the high-water mark; the note."""
-        note = sign_note(Checkpoint(self._store.origin, head.size, head.root).to_text(), [self._signer])
-        self._store.put_checkpoint(head.size, note)
+    def sign(self, head: Head) -> str:
+        """A signed checkpoint note of ``head``, not stored: the log puts it in the very
+        WriteBatch that makes ``head`` durable, then calls :meth:`mark`. A note whose batch
+        fails to commit is dropped unseen (the failed write stops the store's writes in this
+        process, see :class:`ledger.store.LogStore`), so no two notes of one size ever leave it."""
+        return sign_note(Checkpoint(self._store.origin, head.size, head.root).to_text(), [self._signer])
+
+    def mark(self, head: Head) -> None:
+        """Raise the high-water mark to ``head``, whose checkpoint is durably stored."""
         if self._watermark is not None:
             self._watermark.write(Mark(head.size, head.root))
+
+    def sign_and_store(self, head: Head) -> str:
+        """Sign a checkpoint of the durable ``head``, store it and raise the high-water mark;
+        the note."""
+        note = self.sign(head)
+        self._store.put_checkpoint(head.size, note)
+        self.mark(head)
         return note
 
     def check_watermark(self, head: Head) -> None:

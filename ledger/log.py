@@ -8,12 +8,17 @@ Flow of one append:
    parse the record, check the signers the record kind requires.
 2. The single sequencer thread (group commit) takes prepared submissions in order,
    drops duplicates, asks the gatekeeper to admit each one at the integration time,
-   chains it (``prev``), computes Merkle hashes and index rows, and commits the batch in
-   one synced WriteBatch. A key record (root, delegation, ...) ends its batch, so the
-   trust state it changes is applied only after it is durable, and records after it are
-   admitted against the new state.
-3. After the batch is durable the sequencer signs one checkpoint for the new size,
-   stores it, and only then resolves the callers' futures.
+   chains it (``prev``), computes Merkle hashes and index rows, signs one checkpoint for
+   the new size, and commits the batch with that checkpoint in one synced WriteBatch (one
+   fsync a batch). A key record (root, delegation, ...) ends its batch, so the trust state
+   it changes is applied only after it is durable, and records after it are admitted
+   against the new state.
+3. After the batch is durable the sequencer raises the high-water mark
+   (:mod:`ledger.watermark`) and only then resolves the callers' futures. A checkpoint is
+   in memory only once its batch is durable; one whose batch fails is dropped unseen. If
+   the signature fails (an HSM away), the batch is committed without one and its callers
+   get the error: the entries stay durably sequenced and no checkpoint covers them until
+   the next one is signed (RELIABILITY W6).
 
 What keeps the sequencer cheap (it is one thread, so its per-entry cost bounds the rate):
 the Merkle hashes of a batch are computed in one pass (``stored_hashes_for_leaves``) from
@@ -306,14 +311,21 @@ class Log(LogReader):
         size = head.size + len(accepted)
         hashes = merkle.stored_hashes_for_leaves(head.size, [e.leaf_hash for e in chained], self._frontier.read)
         frontier = self._frontier.after(size, hashes)
-        batch = Batch(entries, hashes, index_keys, Head(size, frontier.root(), prev))
+        waiting = [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]
+        new = Head(size, frontier.root(), prev)
+        unsigned: TurtlesError | None = None
+        try:  # signed first and committed with the batch: one synced write
+            note: str | None = self._checkpoints.sign(new)
+        except TurtlesError as e:  # e.g. the HSM is away: the entries are still sequenced (W6)
+            note, unsigned = None, e
+        batch = Batch(entries, hashes, index_keys, new, note)
         # Before the write: a filter that holds an id the store lacks costs a lookup, never a duplicate.
         for rid in seen:
             self._record_ids.add(rid)
         try:
             self._store.commit(batch)
-        except TurtlesError as e:
-            for req in [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]:
+        except TurtlesError as e:  # not committed (a half-done write stops the store's writes)
+            for req in waiting:
                 req.reject(e)
             return rest
         self._head = batch.head
@@ -322,12 +334,16 @@ class Log(LogReader):
         for _, _, logged in accepted:
             self._gate.add(logged)
         try:
-            self._checkpoint = self._checkpoints.sign_and_store(batch.head)
-        except TurtlesError as e:
-            for req in [r for r, _, _ in accepted] + [r for r, _ in in_batch_dups]:
+            if unsigned is not None:
+                raise unsigned
+            self._checkpoints.mark(batch.head)
+        except TurtlesError as e:  # durable but not acknowledged; no checkpoint published (see _result)
+            for req in waiting:
                 req.reject(e)
             return rest
-        appended, checkpoint = AppendResult.appended, self._checkpoint
+        self._checkpoint = checkpoint = batch.checkpoint
+        assert checkpoint is not None  # signed above
+        appended = AppendResult.appended
         for req, entry, _ in accepted:
             req.outcome = appended(entry.seq, entry.leaf_hash, checkpoint, size)
             if req.future is not None:  # Request.resolve, spelled out: most bulk requests have none

@@ -18,7 +18,7 @@ Invariants:
 * Every append is one ``WriteBatch(transaction=True, sync=True)``: entries, hashes, indexes
   and the head change together or not at all; an exception inside the batch leaves the
   store unchanged (RELIABILITY S4).
-* A checkpoint is written only after the batch it covers is durable.
+* A checkpoint is written in the batch that makes its head durable, or after it is durable.
 * The database is opened with ``paranoid_checks`` and read with ``verify_checksums``; a
   LevelDB corruption surfaces as :class:`~ledger.errors.CorruptionError`.
 * The LevelDB lock makes a second opener fail with :class:`~ledger.errors.StoreLockedError`.
@@ -99,12 +99,14 @@ class Head:
 
 @dataclass
 class Batch:
-    """What one append commits: entries, hashes, index keys and the new head."""
+    """What one append commits: entries, hashes, index keys, the new head and, when the log
+    signed it before the write, the checkpoint note of that head (stored with them)."""
 
     entries: list[tuple[int, bytes]]
     hashes: list[tuple[int, int, bytes]]
     index_keys: list[tuple[bytes, bytes]]
     head: Head
+    checkpoint: str | None = None
 
 
 class _Health:
@@ -342,7 +344,8 @@ class LogStore:
         self._write([(b"M", encode(meta))])
 
     def commit(self, batch: Batch) -> None:
-        """Write a batch of entries atomically and durably; the head goes in last."""
+        """Write a batch of entries (and the checkpoint of its head, if given) atomically and
+        durably; the head goes in last."""
         pack, u64 = _HASH_KEY.pack, _U64.pack
         self._health.check(self.origin)
         try:
@@ -354,6 +357,8 @@ class LogStore:
                     put(pack(b"h", lv, ix), h)
                 for k, v in batch.index_keys:
                     put(k, v)
+                if batch.checkpoint is not None:
+                    put(b"c" + u64(batch.head.size), batch.checkpoint.encode())
                 put(b"H", batch.head.to_bytes())
         except plyvel.Error as e:
             self._health.failed = str(e)

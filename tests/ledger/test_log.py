@@ -10,6 +10,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import merkle
 from ledger.attestation import PAYLOAD_TYPE as INTOTO
@@ -20,6 +21,7 @@ from ledger.envelope import Envelope, Signature, sign_envelope
 from ledger.errors import (
     EncodingError,
     EnvelopeError,
+    HSMError,
     InputError,
     NotAdmittedError,
     RecordError,
@@ -309,3 +311,47 @@ def test_append_result_appended_is_the_dataclass() -> None:
     plain = AppendResult(5, b"h" * 32, "note", 9)
     assert made == plain and hash(made) == hash(plain) and vars(made) == vars(plain)
     assert not made.duplicate
+
+
+class _FlakySigner(SoftwareSigner):
+    """A software key whose next ``fail`` signatures raise HSMError, like a token gone away."""
+
+    fail = 0
+
+    def sign(self, data: bytes) -> bytes:
+        if self.fail:
+            self.fail -= 1
+            raise HSMError("token 'test' is not present")
+        return super().sign(data)
+
+
+def test_each_batch_stores_its_checkpoint_and_one_that_is_not_signed_stores_none(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint is signed before the batch and written in it (one synced write); when the
+    signature fails the batch is still sequenced durably but not acknowledged, no checkpoint
+    covers it until the next one, and resubmitting it answers it as a duplicate (W6)."""
+    key = _FlakySigner(Ed25519PrivateKey.generate())
+    with Holdings.open(tmp_path / "flaky", origin=ORIGIN, signer=key, create=True,
+                       roots=RootsPolicy.any_self_signed()) as holdings:
+        log = holdings.own
+        assert log is not None
+        log.append(root_envelope(world.root))
+        log.append(delegation_envelope(world.root, world.maint))
+        size = log.size
+        assert [n for n, _ in log.store.checkpoints()] == list(range(size + 1))  # one per batch
+
+        def no_second_write(size: int, note: str) -> None:
+            raise AssertionError("a checkpoint written apart from its batch")
+
+        monkeypatch.setattr(log.store, "put_checkpoint", no_second_write)
+        env = world.attest("pkg-unsigned")
+        key.fail = 1
+        with pytest.raises(HSMError):
+            log.append(env)
+        assert log.size == size + 1 and log.store.latest_checkpoint() == (size, log.checkpoint())
+        r = log.append(world.attest("pkg-next"))
+        assert (r.index, r.size) == (size + 1, size + 2) and log.store.checkpoint(size + 2) == r.checkpoint
+        again = log.append(env)
+        assert (again.index, again.duplicate, again.checkpoint) == (size, True, r.checkpoint)
+        assert log.store.latest_checkpoint() == (size + 2, r.checkpoint)

@@ -244,16 +244,18 @@ def _point(plan: Plan, syscall: str, nth: int) -> Point:
 @pytest.mark.slow
 @pytest.mark.scenario("S2", outcome="detected")
 def test_resubmission_after_a_failed_checkpoint_write_is_covered(plans: dict[str, Plan]) -> None:
-    """EIO on the checkpoint's write (the 2nd write of the append): the entries are durable,
-    the append fails. The store then takes no more writes in this process (a failed LevelDB
-    write is made sticky), so the in-process retry fails too rather than being answered with
-    a checkpoint that does not cover it; after a restart the retry lands once, covered."""
+    """EIO after the append's batch is durable, on the sync of its high-water mark (the 2nd
+    ``fdatasync`` of the sequencer; the checkpoint itself is stored in the append's own
+    batch): the entries and the note are durable, the append fails rather than being
+    answered before its checkpoint is recorded; after a restart the retry lands once, covered."""
     plan = plans["append"]
     slot = plan.slots[0]
-    run = inject("append", plan.template, slot, plan.slot_paths(slot), _point(plan, "write", 2), "eio")
+    point = _point(plan, "fdatasync", 2)
+    assert "turtles-mark-" in point.where, point  # the mark's, on the sequencer's thread
+    run = inject("append", plan.template, slot, plan.slot_paths(slot), point, "eio")
     assert run.injected and run.errors
     assert all("StorageError" in e for e in run.errors), run.errors
-    v = Verdict(_point(plan, "write", 2), "eio", True)
+    v = Verdict(point, "eio", True)
     _check_coverage(run, v)
     assert not v.problems, v.problems
     retry_append(slot, plan.env, max(plan.acks) + 1)
@@ -279,7 +281,7 @@ def test_appends_after_a_transient_eio_survive_a_restart(plans: dict[str, Plan],
     plan = plans["append"]
     slot = plan.slots[0]
     problems = []
-    for point in (_point(plan, "write", 1), _point(plan, "write", 2), _point(plan, "fdatasync", 1)):
+    for point in (_point(plan, "write", 1), _point(plan, "fdatasync", 1), _point(plan, "fdatasync", 2)):
         run = inject("append-more", plan.template, slot, plan.slot_paths(slot), point, "eio", count=40)
         assert run.injected and not run.hung and run.returncode in (0, 3), run.stderr[-2000:]
         acked = dict(plan.acks) | {i: r for i, r, _ in run.acks}
