@@ -5,7 +5,9 @@
 * ``checkpoint_get`` -- GET /checkpoint on the node (its middleware, no ledger work).
 * ``single_post`` -- 50 concurrent clients each POSTing one DSSE envelope at a time to
   ``/v1/entries`` (201 only once durable and checkpointed, with an inclusion proof);
-  targets >= 2,000 records/s and p99 <= 50 ms.
+  targets >= 2,000 records/s and p99 <= 50 ms, over 10,000 POSTs a repetition in both
+  modes (one stalled sync holds all 50 clients at once; the raw ``fsync_stalls_per_min``
+  says how often the disk alone stalls, and the notes give each repetition's p99).
 * ``batch_post`` -- ``POST /v1/entries:batch`` with 500 envelopes per request (the canonical
   msgpack body ``NodeClient.submit_batch`` sends), 4 in flight
   (a bulk uploader keeping 2,000 envelopes outstanding, a quarter of ``limits.max_queue``;
@@ -35,6 +37,7 @@ from bench._harness import (
     main,
     median_at_least,
     p99_at_most,
+    percentile,
     process_cpu_s,
     ratio_at_least,
     stop_process,
@@ -152,8 +155,12 @@ def run(ctx: Context) -> None:
     """Bare GET, node GET, single POSTs, batch POSTs."""
     ctx.raw(HTTP_GET)
     ctx.raw(raw.ED25519_VERIFY_2T)
+    ctx.raw(raw.FSYNC_STALLS)
     reps = ctx.reps(3, 5)
-    n_single, n_batch = ctx.reps(3000, 10000), ctx.reps(10000, 40000)
+    # 10,000 single POSTs a repetition in both modes: with 50 clients one stalled sync delays
+    # ~50 requests at once, so a p99 over a few thousand requests is set by whether a single
+    # disk stall (raw fsync_stalls_per_min) falls in the repetition.
+    n_single, n_batch = 10000, ctx.reps(10000, 40000)
     ensure_signed(500 + reps * (n_single + n_batch))
     node = Node(ctx)
     try:
@@ -165,7 +172,7 @@ def run(ctx: Context) -> None:
         at = 0
         client(node.url, "single", 500, start=at)  # warm up
         at += 500
-        single, lat, batch, node_cpu, client_cpu, paired = [], [], [], [], [], []
+        single, lat, batch, node_cpu, client_cpu, paired, rep_p99 = [], [], [], [], [], [], []
         batch_node, batch_workers, batch_client = [], [], []
         for _ in range(reps):
             c0 = node.cpu_seconds()
@@ -175,6 +182,7 @@ def run(ctx: Context) -> None:
             at += n_single
             single.append(r["ok"] / r["elapsed_s"])
             lat += r["latencies_ms"]
+            rep_p99.append(percentile(r["latencies_ms"], 99))
             paired.append(paired_verify_2t(ctx))
             c0, w0 = node.cpu_seconds(), node.helpers_cpu_seconds()
             r = client(node.url, "batch", n_batch, start=at, concurrency=BATCH_IN_FLIGHT)
@@ -188,7 +196,10 @@ def run(ctx: Context) -> None:
                    notes=f"{CONCURRENCY} concurrent clients, one envelope per POST /v1/entries")
         ctx.record("single_post_latency", lat, "ms", higher_is_better=False,
                    target=(f"p99 <= {TARGET_P99_MS:.0f} ms", p99_at_most(TARGET_P99_MS)),
-                   notes=f"per request, all {len(lat)} requests (p99 over requests)")
+                   notes=f"per request, all {len(lat)} requests (p99 over requests); p99 of each repetition "
+                         f"{', '.join(f'{p:.0f}' for p in rep_p99)} ms; {sum(x > TARGET_P99_MS for x in lat)} "
+                         f"requests over {TARGET_P99_MS:.0f} ms; the disk alone: "
+                         f"{ctx.raw(raw.FSYNC_STALLS):.0f} syncs over 50 ms a minute (raw {raw.FSYNC_STALLS})")
         share = statistics.median(client_cpu) / (statistics.median(client_cpu) + statistics.median(node_cpu))
         ctx.record("single_post_node_cpu", node_cpu, "ms/record", higher_is_better=False,
                    notes="CPU time of the node process (all threads, user + system) per single POST")

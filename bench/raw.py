@@ -59,6 +59,9 @@ SHA256_NODE = "sha256_node"
 LEVELDB_BATCH = "leveldb_batch1000_sync"
 LEVELDB_PUT_SYNC = "leveldb_put_sync"
 LEVELDB_SYNC_TAIL = "leveldb_sync_tail_ms"
+FSYNC_STALLS = "fsync_stalls_per_min"
+STALL_MS = 50.0
+"""An fsync slower than this is a stall: the single-POST latency target's bound."""
 LEVELDB_GET = "leveldb_get_random"
 SOFTHSM_ED25519 = "softhsm_ed25519_sign"
 SOFTHSM_P256 = "softhsm_p256_sign"
@@ -260,6 +263,44 @@ def leveldb_sync_tail(ctx: Context) -> None:
                    f"into the same store (ledger options); max {max(latencies):.1f} ms", higher_is_better=False)
 
 
+@limit(FSYNC_STALLS)
+def fsync_stalls(ctx: Context) -> None:
+    """How often the disk alone holds a durable acknowledgement's syncs past 50 ms.
+
+    The node's syncs per group commit, with nothing else running: a 20 KB append to a log
+    file and an ``fdatasync``, then a 48-byte in-place write and an ``fdatasync`` (the
+    high-water mark), ~200 pairs a second. Every request waiting on a stalled sync waits it
+    out, so with 50 clients one stall delays ~50 requests at once.
+    """
+    directory = ctx.scratch("raw-fsync-stalls")
+    log_fd = os.open(directory / "log", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    mark_fd = os.open(directory / "mark", os.O_RDWR | os.O_CREAT, 0o644)
+    window_s, windows = 5.0, ctx.reps(3, 12)
+    counts, worst, pairs = [], 0.0, 0
+    blob, mark = os.urandom(20_000), os.urandom(48)
+    try:
+        for _ in range(windows):
+            end, stalls = time.monotonic() + window_s, 0
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                os.write(log_fd, blob)
+                os.fdatasync(log_fd)
+                os.pwrite(mark_fd, mark, 0)
+                os.fdatasync(mark_fd)
+                took = (time.perf_counter() - t0) * 1000
+                stalls += took > STALL_MS
+                worst, pairs = max(worst, took), pairs + 1
+                time.sleep(0.004)
+            counts.append(stalls * 60 / window_s)
+    finally:
+        os.close(log_fd)
+        os.close(mark_fd)
+    ctx.record_raw(FSYNC_STALLS, counts, "stalls/min",
+                   f"syncs of a 20 KB log append plus a 48 B mark taking over {STALL_MS:.0f} ms, alone on the "
+                   f"disk, per {window_s:.0f} s window: {pairs} pairs, the slowest {worst:.0f} ms",
+                   higher_is_better=False)
+
+
 @limit(LEVELDB_GET)
 def leveldb_get(ctx: Context) -> None:
     """Random point reads/s (plyvel ``get`` with checksums, one thread)."""
@@ -328,6 +369,7 @@ ALL = [
     LEVELDB_BATCH,
     LEVELDB_PUT_SYNC,
     LEVELDB_SYNC_TAIL,
+    FSYNC_STALLS,
     LEVELDB_GET,
     SOFTHSM_ED25519,
     SOFTHSM_P256,
