@@ -48,7 +48,7 @@ from ledger.keys import KeyId
 from ledger.merkle import leaf_hash
 from ledger.procverify import attestation_parts, worker_key
 from ledger.records import RootRecord, Rotation, is_key_record_type
-from ledger.store import index_key, key_index_key, record_key
+from ledger.store_keys import index_key, key_index_key, record_key
 from ledger.verification import Gatekeeper, Prepared, index_rows, verify_envelope
 
 Rows = list[tuple[bytes, bytes]] | tuple[()]

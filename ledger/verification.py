@@ -24,7 +24,14 @@ from ledger.envelope import Envelope
 from ledger.errors import SignatureError
 from ledger.keys import KeyId, PublicKey
 from ledger.records import RootRecord, Rotation, parse_key_record, required_signers
-from ledger.store import index_head, key_index_head, key_index_key, record_head, record_key, row_key
+from ledger.store_keys import (
+    index_head,
+    key_index_head,
+    key_index_key,
+    record_head,
+    record_key,
+    row_key,
+)
 
 Rows = tuple[tuple[bytes, bytes], ...]
 

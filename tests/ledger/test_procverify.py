@@ -27,7 +27,7 @@ from ledger.holdings import Holdings
 from ledger.keys import SoftwareSigner
 from ledger.log import AppendResult, Log
 from ledger.procverify import VerifierProcesses, _request, verify_attestations
-from ledger.store import index_key, key_index_key, record_key
+from ledger.store_keys import index_key, key_index_key, record_key
 from ledger.trust import RootsPolicy
 from ledger.verification import (
     Prepared,
