@@ -20,7 +20,7 @@ from typing import Any
 
 from ledger._requests import AppendResult, Request
 from ledger.envelope import Envelope
-from ledger.errors import CorruptionError, TurtlesError, UnknownSignerError
+from ledger.errors import CorruptionError, TurtlesError, UnavailableError, UnknownSignerError
 from ledger.procverify import VerifierProcesses
 from ledger.verification import Gatekeeper, Prepared, verify_envelope
 
@@ -110,7 +110,13 @@ class Verifier:
     def _start(self, chunk: Sequence[Envelope], procs: VerifierProcesses | None) -> Future[Any]:
         if procs is not None:
             return procs.submit(self._gate, chunk)
-        return self._thread_pool().submit(self._chunk, chunk)
+        try:
+            return self._thread_pool().submit(self._chunk, chunk)
+        except RuntimeError:  # the pool was shut down under this call: the log is closing
+            stopped: Future[Any] = Future()
+            error = UnavailableError(f"log {self._name} is closing: its envelopes were not verified")
+            stopped.set_result([error] * len(chunk))
+            return stopped
 
     def _finish(self, fut: Future[Any], chunk: Sequence[Envelope], procs: VerifierProcesses | None) -> list[Outcome]:
         if procs is None:

@@ -29,6 +29,7 @@ from ledger.errors import (
     SignatureError,
     StoreLockedError,
     TooLargeError,
+    UnavailableError,
 )
 from ledger.holdings import Holdings
 from ledger.keys import SoftwareSigner
@@ -355,3 +356,15 @@ def test_each_batch_stores_its_checkpoint_and_one_that_is_not_signed_stores_none
         again = log.append(env)
         assert (again.index, again.duplicate, again.checkpoint) == (size, True, r.checkpoint)
         assert log.store.latest_checkpoint() == (size + 2, r.checkpoint)
+
+
+def test_append_many_while_the_log_closes_answers_each_envelope_unavailable(world: World) -> None:
+    """A bulk append whose verifying threads are shut down under it (the log closing) answers
+    every envelope it could not verify with UnavailableError (503), never a RuntimeError."""
+    envs = [world.attest(f"pkg-closing-{i}") for i in range(41)]
+    assert isinstance(world.log.append_many(envs[:1])[0], AppendResult)  # its verifying threads run
+    world.log._verifier.close()  # what Log.close does first, racing the next call
+    envs = envs[1:]
+    out = world.log.append_many(envs)
+    assert len(out) == len(envs)
+    assert all(isinstance(o, UnavailableError) and "closing" in o.message for o in out), out[:2]
