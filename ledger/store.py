@@ -51,15 +51,7 @@ import plyvel
 
 from ledger.encoding import decode, encode
 from ledger.errors import CorruptionError, NotFoundError, StorageError, StoreLockedError
-from ledger.store_keys import (
-    index_head,
-    index_key,
-    key_index_head,
-    key_index_key,
-    record_head,
-    record_key,
-    row_key,
-)
+from ledger.store_keys import index_head, record_head, record_key
 
 T = TypeVar("T")
 _U64 = struct.Struct(">Q")
@@ -300,12 +292,11 @@ class LogStore:
 
     def indexed(self, kind: bytes, key: bytes) -> list[int]:
         """Sequence numbers under an index (``a`` artefact, ``k`` key id)."""
-        prefix = kind + hashlib.sha256(key).digest()
-        return [_U64.unpack(k[-8:])[0] for k, _ in self._scan(prefix)]
+        return [_U64.unpack(k[-8:])[0] for k, _ in self._scan(index_head(kind, key))]
 
     def by_record_id(self, rid: bytes) -> list[tuple[int, list[str]]]:
         """(seq, signer key ids) of every entry carrying the record ``rid``."""
-        return [(_U64.unpack(k[-8:])[0], list(decode(v))) for k, v in self._scan(b"r" + rid)]
+        return [(_U64.unpack(k[-8:])[0], list(decode(v))) for k, v in self._scan(record_head(rid))]
 
     def record_signers(self, rid: bytes, seq: int) -> list[str] | None:
         """Signer key ids stored with entry ``seq`` for record ``rid`` (None: no such row)."""
@@ -388,5 +379,4 @@ def _iterate(make: Callable[[], Iterable[T]], where: str) -> Iterator[T]:
         raise StorageError(f"{where}: read failed in a scan: {e}") from e
 
 
-__all__ = ["Batch", "Database", "Head", "LogStore", "index_head", "index_key", "key_index_head", "key_index_key",
-           "record_head", "record_key", "row_key"]  # the row keys re-exported from ledger.store_keys
+__all__ = ["Batch", "Database", "Head", "LogStore"]

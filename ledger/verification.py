@@ -68,7 +68,7 @@ class Prepared:
     record_id: bytes
     heads: Rows = field(default=(), compare=False)
     """The record's index rows made ahead (by a worker process, see :func:`attestation_heads`):
-    each row's key without its ``seq`` suffix (:func:`ledger.store.row_key`) and its value;
+    each row's key without its ``seq`` suffix (:func:`ledger.store_keys.row_key`) and its value;
     empty: :func:`index_rows` makes them."""
 
     @classmethod
