@@ -8,6 +8,14 @@ much as the work it sent away. Here the submitting thread pickles a task and wri
 an idle worker's pipe itself; a reader thread per worker, blocked on its pipe, takes each
 answer, sets the task's Future and hands that worker the next queued task.
 
+Why not ``multiprocessing`` to start them: its ``spawn`` and ``forkserver`` children run
+the parent's main module first (``python -m node.server`` imports the whole node, aiohttp
+included: ~0.5 cpu s a worker, measured), and ``fork`` would copy a process that holds
+threads and locks mid-use. A worker here is a fresh interpreter
+(``python -c "import ledger._workers ..."``, :func:`main`) with the parent's ``sys.path``,
+a socket pair for its pipe, and nothing of the parent but what a task names: it imports the
+modules of the functions it is sent, and nothing else (~0.1 cpu s to start).
+
 Invariants:
 * A worker runs one task at a time and has at most one on its pipe, so a write never
   waits for a busy worker (and a worker's answer is always read: no two-way blocking).
@@ -15,24 +23,28 @@ Invariants:
 * A worker that dies breaks the pool, as in ``ProcessPoolExecutor``: every task not
   answered fails with ``BrokenProcessPool`` and so does every later ``submit``; the owner
   makes a new pool. Closing fails the tasks not answered the same way.
-* Workers are started by ``multiprocessing`` in the context given (``forkserver`` for
-  :mod:`ledger.procverify`), leave on an empty message or when their pipe closes, and are
-  daemonic: they never outlive the interpreter that started them. Only a worker's reader
-  closes the parent's end of its pipe, once the worker is gone (end of file).
+* Workers leave on an empty message or when their pipe closes (so they never outlive the
+  pool's process for longer than the task they are running), and ignore SIGINT: a Ctrl-C
+  at a terminal reaches the whole process group, and it is the owner that stops them. Only
+  a worker's reader closes the parent's end of its pipe, once the worker is gone (end of
+  file).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
+import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
-from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 # A task on the pipe: a message of a flag byte (1: a raw argument follows) and the pickled
@@ -80,8 +92,42 @@ def serve(conn: Connection, initializer: Callable[..., object] | None, initargs:
             return
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    """A worker process's entry point: ``argv`` holds the file descriptor of its end of the
+    pipe; the first message on it is the pickled ``(initializer, initargs)``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(int((sys.argv[1:] if argv is None else argv)[0]))
+    try:
+        initializer, initargs = pickle.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        return
+    serve(conn, initializer, initargs)
+
+
+_BOOT = "import ledger._workers as w; w.main()"
+
+
+def _start(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> tuple[subprocess.Popen[bytes],
+                                                                                              Connection]:
+    """One worker process and the parent's end of its pipe."""
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # import what the parent imports
+        process = subprocess.Popen([sys.executable, "-c", _BOOT, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                                   stdin=subprocess.DEVNULL, env=env)
+        conn = Connection(mine.detach())
+    try:
+        conn.send_bytes(pickle.dumps((initializer, initargs), pickle.HIGHEST_PROTOCOL))
+    except BaseException:
+        conn.close()
+        process.kill()
+        process.wait()
+        raise
+    return process, conn
+
+
 class _Worker:
-    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], conn: Connection) -> None:
         self.process = process
         self.conn = conn
         self.sending = threading.Lock()  # held while writing to conn, and to close it
@@ -89,10 +135,10 @@ class _Worker:
 
 
 class WorkerPool:
-    """``size`` worker processes of ``ctx`` (started at once), each calling
-    ``initializer(*initargs)`` first."""
+    """``size`` worker processes (started at once), each calling ``initializer(*initargs)``
+    first (both picklable: a module-level function and its arguments)."""
 
-    def __init__(self, size: int, ctx: BaseContext, initializer: Callable[..., object] | None = None,
+    def __init__(self, size: int, initializer: Callable[..., object] | None = None,
                  initargs: tuple[Any, ...] = ()) -> None:
         self._lock = threading.Lock()
         self._queue: deque[_Task] = deque()
@@ -101,18 +147,12 @@ class WorkerPool:
         self._readers: list[threading.Thread] = []
         try:
             for _ in range(size):
-                mine, theirs = ctx.Pipe(duplex=True)
-                process = ctx.Process(target=serve, args=(theirs, initializer, initargs),  # type: ignore[attr-defined]
-                                      daemon=True)
-                try:
-                    process.start()
-                finally:
-                    theirs.close()  # the worker holds the only other end: its death is our end of file
-                self._workers.append(_Worker(process, mine))
+                self._workers.append(_Worker(*_start(initializer, initargs)))
         except BaseException:
             for w in self._workers:
-                w.process.terminate()
+                w.process.kill()
                 w.conn.close()
+                w.process.wait()
             raise
         for w in self._workers:
             reader = threading.Thread(target=self._read, args=(w,), name=f"worker-reader-{w.process.pid}",
@@ -126,9 +166,9 @@ class WorkerPool:
         return self._broken is not None
 
     @property
-    def _processes(self) -> dict[int, BaseProcess]:
+    def _processes(self) -> dict[int, subprocess.Popen[bytes]]:
         """The worker processes by pid (as ``ProcessPoolExecutor._processes``)."""
-        return {w.process.pid: w.process for w in self._workers if w.process.pid is not None}
+        return {w.process.pid: w.process for w in self._workers}
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run ``fn(*args)`` in a worker (``fn`` and ``args`` picklable; a last argument of
@@ -166,10 +206,12 @@ class WorkerPool:
             for w, reader in zip(self._workers, self._readers, strict=True):
                 if reader is not threading.current_thread():
                     reader.join(10.0)
-                w.process.join(5.0)
-                if w.process.exitcode is None:
+                try:
+                    w.process.wait(5.0)
+                except subprocess.TimeoutExpired:
                     w.process.terminate()
-                    w.process.join(1.0)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        w.process.wait(1.0)
 
     # --- the parent's side of the pipes ------------------------------------------------------
 
@@ -200,6 +242,8 @@ class WorkerPool:
             self._break("a worker process ended")  # unless the pool was closed first
             with worker.sending:
                 worker.conn.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # reap it (it closed its end: it is leaving)
+                worker.process.wait(5.0)
 
     def _answer(self, worker: _Worker, error: BaseException | None, value: Any) -> None:
         with self._lock:
@@ -238,4 +282,4 @@ class WorkerPool:
                 future.set_exception(BrokenProcessPool(why))
 
 
-__all__ = ["WorkerPool", "serve"]
+__all__ = ["WorkerPool", "main", "serve"]

@@ -33,17 +33,14 @@ every refusal is raised by the same code, with the same message, as without work
 broken pool (a worker killed) is replaced, and the chunk is verified in the caller's
 process instead.
 
-Workers are started with ``forkserver`` (never ``fork``: a node's process holds threads and
-locks that a forked child would inherit mid-use), in a :class:`~ledger._workers.WorkerPool`
-(a pipe per worker, no feeder or manager thread). As with any ``multiprocessing`` use, a
-script that turns workers on must keep its top-level code under ``if __name__ ==
-"__main__"``: each worker imports the main module.
+Workers are fresh interpreters (never ``fork``: a node's process holds threads and locks
+that a forked child would inherit mid-use) that import only what their tasks name, in a
+:class:`~ledger._workers.WorkerPool` (a pipe per worker, no feeder or manager thread).
 """
 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import threading
 import time
@@ -72,9 +69,10 @@ _WORKER_KEYS: dict[bytes, PublicKey] = {}  # in a worker: DER -> parsed key, kep
 def exit_with(owner: int) -> None:
     """Worker initializer: leave when process ``owner`` (the node) is gone.
 
-    A worker's parent is the forkserver, not the node, so a node killed with SIGKILL would
-    otherwise leave its workers (and, through them, the forkserver) running for ever. A
-    daemon thread looks once a second whether ``owner`` still runs (and is not a zombie).
+    A worker leaves when its pipe closes, which a node killed with SIGKILL does too; but a
+    worker in the middle of a long task would only see it at the end, and a wedged one
+    never. A daemon thread looks once a second whether ``owner`` still runs (and is not a
+    zombie).
     """
 
     def watch() -> None:
@@ -222,9 +220,7 @@ class VerifierProcesses:
     def _executor(self) -> WorkerPool:
         with self._lock:
             if self._pool is None:
-                ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload([__name__])  # workers fork with this module imported
-                self._pool = WorkerPool(self.workers, ctx, exit_with, (os.getpid(),))
+                self._pool = WorkerPool(self.workers, exit_with, (os.getpid(),))
             return self._pool
 
     def submit(self, gate: Gatekeeper, envelopes: Sequence[Envelope]) -> Future[bytes]:
