@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from bench._harness import Context
 from ledger.hsm import Pkcs11Context, Pkcs11Signer, generate_keypair
+from ledger.keyref import ENV_MODULE, ENV_PIN
 from ledger.keys import Algorithm
 from tests.softhsm import make_token
 
@@ -37,3 +38,11 @@ def softhsm_signer(ctx: Context, name: str, alg: Algorithm) -> Iterator[tuple[Pk
             os.environ.pop("SOFTHSM2_CONF", None)
         else:
             os.environ["SOFTHSM2_CONF"] = old
+
+
+def node_token(ctx: Context, name: str) -> tuple[str, dict[str, str]]:
+    """A fresh token with an Ed25519 key for a node's log: its ``pkcs11:`` KEYREF and the
+    environment a node process needs to reach it (``SOFTHSM2_CONF``, module, PIN)."""
+    with softhsm_signer(ctx, name, "ed25519") as (context, signer, pin):
+        env = {"SOFTHSM2_CONF": os.environ["SOFTHSM2_CONF"], ENV_MODULE: context.module, ENV_PIN: pin}
+        return signer.uri.format(), env

@@ -92,20 +92,25 @@ def bare_get(ctx: Context) -> None:
 
 
 class Node:
-    """``python -m node.server`` on 127.0.0.1 with the benchmark's log key, rate limits off."""
+    """``python -m node.server`` on 127.0.0.1 with the benchmark's log key, rate limits off;
+    or, given ``log_key`` (a ``pkcs11:`` KEYREF) and the ``env`` that reaches its token, a
+    log key held in a token."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, log_key: str | None = None, env: dict[str, str] | None = None) -> None:
         d = ctx.scratch("http-node")
-        (d / "keys").mkdir()
-        (d / "keys" / "log.pem").write_bytes(LOG_KEY.to_pem())
-        text = render_template(origin=ORIGIN, org="bench")
+        if log_key is None:
+            (d / "keys").mkdir()
+            (d / "keys" / "log.pem").write_bytes(LOG_KEY.to_pem())
+            text = render_template(origin=ORIGIN, org="bench")
+        else:
+            text = render_template(origin=ORIGIN, org="bench", log_key=log_key)
         text = text.replace("rate_per_second = 500", "rate_per_second = 1000000")
         text = text.replace("rate_burst = 1000\n", "rate_burst = 1000000\n")
         (d / CONFIG_NAME).write_text(text)
         ready = d / "ready.json"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "node.server", "--config", str(d / CONFIG_NAME), "--ready-file", str(ready)],
-            env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**ENV, **(env or {})}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         deadline = time.monotonic() + 60
         while not ready.exists():
