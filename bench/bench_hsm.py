@@ -121,7 +121,12 @@ def node_rates(ctx: Context) -> None:
     warm = 1500  # 500 single POSTs, then a batch of 1,000 that starts the workers
     ensure_signed(warm + reps * (n_single + n_batch))
     keyref, env = node_token(ctx, "node")
-    nodes = {"soft": Node(ctx), "hsm": Node(ctx, log_key=keyref, env=env)}
+    nodes = {"soft": Node(ctx, name="node-soft")}
+    try:
+        nodes["hsm"] = Node(ctx, name="node-hsm", log_key=keyref, env=env)
+    except BaseException:
+        nodes["soft"].stop()
+        raise
     rates: dict[str, list[float]] = {f"{m}_{k}": [] for m in ("single", "batch") for k in nodes}
     try:
         for node in nodes.values():

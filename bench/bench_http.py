@@ -63,8 +63,11 @@ def client(url: str, mode: str, count: int, *, start: int = 0, concurrency: int 
     done = subprocess.run(
         [sys.executable, "-m", "bench._http_client", "--url", url, "--mode", mode, "--count", str(count),
          "--start", str(start), "--concurrency", str(concurrency), "--batch", str(batch), "--body", body],
-        capture_output=True, text=True, check=True, env=ENV, cwd=ROOT, timeout=900,
+        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=900,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator ({mode}, {count} from {start}) exited {done.returncode}: "
+                           f"{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
     if result["errors"]:
         raise RuntimeError(f"{mode}: {result['errors']} of {result['count']} failed: {result['statuses']}")
@@ -96,8 +99,9 @@ class Node:
     or, given ``log_key`` (a ``pkcs11:`` KEYREF) and the ``env`` that reaches its token, a
     log key held in a token."""
 
-    def __init__(self, ctx: Context, *, log_key: str | None = None, env: dict[str, str] | None = None) -> None:
-        d = ctx.scratch("http-node")
+    def __init__(self, ctx: Context, *, name: str = "http-node", log_key: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        d = ctx.scratch(name)  # each node its own directory: scratch() empties the one it names
         if log_key is None:
             (d / "keys").mkdir()
             (d / "keys" / "log.pem").write_bytes(LOG_KEY.to_pem())
@@ -108,16 +112,17 @@ class Node:
         text = text.replace("rate_burst = 1000\n", "rate_burst = 1000000\n")
         (d / CONFIG_NAME).write_text(text)
         ready = d / "ready.json"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.server", "--config", str(d / CONFIG_NAME), "--ready-file", str(ready)],
-            env={**ENV, **(env or {})}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
+        self.log = d / "node.log"  # a file, not a pipe: a pipe nobody reads would stall the node once full
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "node.server", "--config", str(d / CONFIG_NAME), "--ready-file", str(ready)],
+                env={**ENV, **(env or {})}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
+            )
         deadline = time.monotonic() + 60
         while not ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
                 self.stop()
-                raise RuntimeError(f"node did not start: {err[-2000:]}")
+                raise RuntimeError(f"node did not start: {self.log.read_text()[-2000:]}")
             time.sleep(0.05)
         info = json.loads(ready.read_text())
         self.url: str = info["url"]
@@ -129,7 +134,7 @@ class Node:
 
     def helpers_cpu_seconds(self) -> float:
         """CPU time the node's child processes now running have used so far (its verifying
-        workers and their forkserver)."""
+        workers)."""
         return sum(process_cpu_s(pid) for pid in _descendants(self.proc.pid))
 
     def stop(self) -> None:
