@@ -137,6 +137,14 @@ class NodeProc:
         self.start_s = time.perf_counter() - t0
         """Seconds from spawning the process to the node listening (opening the store included)."""
 
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        """Wait until the node's log holds ``text``."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_path.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"node in {self.home} never logged {text!r}: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+
     def cpu_s(self) -> float:
         """User + system CPU seconds of the process so far (all its threads)."""
         return process_cpu_s(self.proc.pid)
@@ -211,7 +219,15 @@ def start_peer(ctx: Context, size: int) -> NodeProc:
     home = ctx.scratch("peer")
     clone_store(peer_store(size) / "data", home / "data")
     _config(home, origin=ORIGIN, key_pem=LOG_KEY.to_pem())
-    return NodeProc(home, name="peer")
+    peer = NodeProc(home, name="peer")
+    try:
+        # Once listening, a node reads its stored hashes into memory in the background (~1 s
+        # at 10^6): let that finish, or it loads the raw measurement taken right before mirroring.
+        peer.wait_for_log("stored-hash cache filled", 120)
+    except BaseException:
+        peer.stop()
+        raise
+    return peer
 
 
 def mirror_home(ctx: Context, peer: NodeProc, name: str) -> Path:
