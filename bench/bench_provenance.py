@@ -19,10 +19,15 @@ Figures (each median and p99 over the repetitions):
 * ``trace_1000_ms`` and ``trace_per_node_us`` -- :func:`ledger.lineage.trace` of the DAG,
   an explain per artefact (target: p99 <= 200 ms). Each run is cold: the trace's memo
   (attestations read, chain prefixes judged) lives for that one call.
+* ``verify_cli_cold_ms`` -- ``turtles verify sha256:HEX --policy FILE --bundle FILE --json``
+  run as a new process each time, wall time from spawn to exit, the verdict checked
+  (target: p99 <= 300 ms); ``verify_cli_imports_ms`` -- the import time of one such run
+  (``PYTHONPROFILEIMPORTTIME``, the top-level imports' cumulative times summed).
 
-Raw limit measured in the same run: ``prov_ed25519_verify_us``, one bare Ed25519
+Raw limits measured in the same run: ``prov_ed25519_verify_us``, one bare Ed25519
 verification (``cryptography``); each ratio says how many bare verifications an operation
-costs. A JSON line of results is printed last.
+costs. ``python_start_ms``: ``python -c pass`` with the same interpreter, the floor of any
+CLI start. A JSON line of results is printed last.
 
 Run: ``python -m bench.bench_provenance [--quick]``.
 """
@@ -31,12 +36,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench._harness import Context, Figure, main, percentile
+from bench._harness import Context, Figure, limit, main, percentile
 from bench.raw import ED25519_VERIFY_US as ED25519_VERIFY
 from ledger.attestation import PAYLOAD_TYPE, Artefact, make_statement
 from ledger.bundle import build_bundle
@@ -46,13 +53,79 @@ from ledger.holdings import Holdings
 from ledger.keys import PublicKey, SoftwareSigner
 from ledger.lineage import trace
 from ledger.records import Delegation, RootRecord
-from ledger.trust import Anchor, Policy
+from ledger.trust import Anchor, Policy, load_policy
 from ledger.verify import verify_bundle, verify_held
 
 GROUP = "provenance"
 ORIGIN = "bench.example/log"
 DAG_SIZE = 1000
 TRACE_TARGET_MS = 200.0
+VERIFY_CLI_TARGET_MS = 300.0
+PYTHON_START = "python_start_ms"
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _wall_ms(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env or ENV, cwd=ROOT, timeout=60)
+    return (time.perf_counter() - t0) * 1000, done
+
+
+@limit(PYTHON_START)
+def python_start(ctx: Context) -> None:
+    """Milliseconds for a bare start and exit of this interpreter (``python -c pass``)."""
+    _wall_ms([sys.executable, "-c", "pass"])
+    values = [_wall_ms([sys.executable, "-c", "pass"])[0] for _ in range(ctx.reps(10, 30))]
+    ctx.record_raw(PYTHON_START, values, "ms", "python -c pass: the interpreter's own start and exit (site included)",
+                   higher_is_better=False)
+
+
+def turtles_command() -> list[str]:
+    """How a user runs the CLI: the ``turtles`` script beside this interpreter, if installed."""
+    script = Path(sys.executable).with_name("turtles")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "node.cli.main"]
+
+
+def import_ms(stderr: str) -> float:
+    """Total import time from ``-X importtime`` output: the top-level imports' cumulative times."""
+    total = 0
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            _, cumulative, name = line.split("|", 2)
+            if not name[1:].startswith(" ") and cumulative.strip().isdigit():  # top level: no indent
+                total += int(cumulative)
+    return total / 1000
+
+
+def verify_cli(ctx: Context, policy: Policy, bundle: bytes, subject: str) -> tuple[Figure, Figure]:
+    """Cold ``turtles verify --bundle`` runs: wall times and import time."""
+    d = ctx.scratch("verify-cli")
+    (d / "bundle").write_bytes(bundle)
+    anchors = "".join(f'[[anchor]]\norg = "{a.org}"\nroot = "{a.root}"\npurposes = {json.dumps(list(a.purposes))}\n'
+                      for a in policy.anchors)
+    (d / "policy.toml").write_text(anchors)
+    if load_policy(d / "policy.toml") != policy:
+        raise AssertionError("the policy file does not say what the benchmark's policy says")
+    argv = [*turtles_command(), "verify", f"sha256:{subject}", "--policy", str(d / "policy.toml"),
+            "--bundle", str(d / "bundle"), "--json"]
+
+    def once(env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
+        ms, done = _wall_ms(argv, env)
+        if done.returncode != 0 or not json.loads(done.stdout)["trusted"]:
+            raise AssertionError(f"turtles verify: exit {done.returncode}: {done.stdout[-500:]} {done.stderr[-1500:]}")
+        return ms, done
+
+    once()
+    walls = [once()[0] for _ in range(ctx.reps(10, 30))]
+    imports = [import_ms(once({**ENV, "PYTHONPROFILEIMPORTTIME": "1"})[1].stderr) for _ in range(ctx.reps(3, 5))]
+    cold = ctx.record("verify_cli_cold_ms", walls, "ms", limit=PYTHON_START, higher_is_better=False,
+                      target=(f"p99 <= {VERIFY_CLI_TARGET_MS:.0f} ms", lambda f: f.p99 <= VERIFY_CLI_TARGET_MS),
+                      notes=f"turtles verify --bundle ({len(bundle)} bytes, 5-hop chain) --json, a new process "
+                            "each run, spawn to exit (the OS's file cache is warm)")
+    imp = ctx.record("verify_cli_imports_ms", imports, "ms", higher_is_better=False,
+                     notes="import time of one such run (-X importtime: top-level imports' cumulative times)")
+    return cold, imp
 
 
 
@@ -139,6 +212,8 @@ def run(ctx: Context) -> None:
             "that lives for that one trace: nothing is kept between runs)")
         figs["trace_per_node_us"] = ctx.record(
             "trace_per_node_us", [v / DAG_SIZE for v in runs], "us", limit=ED25519_VERIFY, higher_is_better=False)
+        ctx.raw(PYTHON_START)
+        figs["verify_cli_cold_ms"], figs["verify_cli_imports_ms"] = verify_cli(ctx, policy, data, subject)
     finally:
         holdings.close()
     verify_us = ctx.raw(ED25519_VERIFY)

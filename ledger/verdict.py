@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ledger.bundle import CheckedRecord, Cosignature
+from ledger.bundle_check import CheckedRecord, Cosignature
 from ledger.keys import KeyId
 from ledger.trust.verdict import Explanation, Hop, TrustKind, TrustPath, WeakestLink, rfc3339
 

@@ -29,15 +29,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from ledger.bundle import (
-    Bundle,
-    CheckedBundle,
-    CheckedLog,
-    Holder,
-    build_bundle,
-    check_bundle,
-)
+from ledger.bundle_check import CheckedBundle, CheckedLog, check_bundle
+from ledger.bundle_format import Bundle
 from ledger.checkpoint import cosigner_vkey, parse_verifier_key
 from ledger.errors import InputError, NotFoundError, UntrustedError
 from ledger.trust.explain import explain
@@ -45,6 +40,9 @@ from ledger.trust.graph import TrustGraph
 from ledger.trust.policy import Policy
 from ledger.trust.verdict import Explanation, TrustPath
 from ledger.verdict import Inclusion, Link, LogBasis, LogVerdict, Verdict
+
+if TYPE_CHECKING:  # building a bundle reads a store: `turtles verify --bundle` never loads it
+    from ledger.bundle_build import Holder
 
 
 def verify_bundle(
@@ -128,6 +126,8 @@ def verify_held(
     The bundle is built from ``holder`` (:func:`ledger.bundle.build_bundle`) and verified
     with :func:`verify_bundle`; ``witnesses`` are both bundled and counted.
     """
+    from ledger.bundle_build import build_bundle  # lazy: see the imports
+
     digest = _digest(artefact)
     try:
         bundle = build_bundle(holder, digest, notes=notes, witnesses=tuple(witnesses))

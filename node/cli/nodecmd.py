@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 from pathlib import Path
@@ -89,6 +88,8 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_start(args: argparse.Namespace) -> int:
     """``turtles node start``: runs until SIGTERM/SIGINT."""
+    import asyncio  # lazy, as the node's own modules: a CLI start need not load them
+
     from node.plugins import full_node  # lazy: aiohttp and the store load only when a node starts
     from node.server import run
 

@@ -36,7 +36,8 @@ from ledger.attestation import (
     Attestation,
     make_statement,
 )
-from ledger.bundle import MAX_BUNDLE_BYTES, Bundle, check_bundle
+from ledger.bundle_check import check_bundle
+from ledger.bundle_format import MAX_BUNDLE_BYTES, Bundle
 from ledger.checkpoint import parse_verifier_key
 from ledger.entry import parse_record
 from ledger.envelope import Envelope, sign_envelope
