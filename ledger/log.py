@@ -173,14 +173,14 @@ class Log(LogReader):
             OverloadedError: they would take the queue over its bound.
             UnavailableError: the log is closed.
         """
-        if self._closed:
-            raise UnavailableError(f"log {self.origin} is closed")
-        with self._queued_lock:
+        with self._queued_lock:  # held while queueing, so nothing is queued after close()'s None
+            if self._closed:
+                raise UnavailableError(f"log {self.origin} is closed")
             if self._queued + len(requests) > self._max_queue:
                 raise OverloadedError(f"log {self.origin}: {self._max_queue} submissions queued", retry_after=1)
             self._queued += len(requests)
-        for req in requests:
-            self._queue.put(req)
+            for req in requests:
+                self._queue.put(req)
 
     def append(self, envelope: Envelope, *, timeout: float | None = 60) -> AppendResult:
         """Append one envelope and wait until it is durable (see :meth:`submit`)."""
@@ -202,10 +202,11 @@ class Log(LogReader):
 
     def close(self, timeout: float = 30) -> None:
         """Finish queued appends, stop the sequencer. The Database stays open."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
+        with self._queued_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         self._thread.join(timeout)
         self._checkpoints.close()
         self._verifier.close()

@@ -33,7 +33,7 @@ from ledger.errors import (
 )
 from ledger.holdings import Holdings
 from ledger.keys import SoftwareSigner
-from ledger.log import AppendResult
+from ledger.log import AppendResult, Log
 from ledger.records import Delegation, RootRecord
 from ledger.trust import RootsPolicy
 from tests.ledger.conftest import ORIGIN, World, delegation_envelope, root_envelope
@@ -368,3 +368,42 @@ def test_append_many_while_the_log_closes_answers_each_envelope_unavailable(worl
     out = world.log.append_many(envs)
     assert len(out) == len(envs)
     assert all(isinstance(o, UnavailableError) and "closing" in o.message for o in out), out[:2]
+
+
+class _CloseWhileQueueing:
+    """Stands in for a log's queue lock: the first time the test's thread lets it go, it
+    starts ``log.close()`` on another thread and gives it 0.5 s before letting go for real,
+    so a close racing a submission gets every chance to run inside the submission's window."""
+
+    def __init__(self, log: Log) -> None:
+        self._lock = threading.Lock()
+        self._log = log
+        self._armed = threading.current_thread()
+        self.closer: threading.Thread | None = None
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        if threading.current_thread() is self._armed and self.closer is None:
+            self.closer = threading.Thread(target=self._log.close)
+            self.closer.start()
+            self.closer.join(0.5)
+        self._lock.release()
+
+
+def test_a_submission_racing_close_is_answered_or_refused_never_left_waiting(world: World) -> None:
+    log = world.log
+    race = _CloseWhileQueueing(log)
+    log._queued_lock = race
+    try:
+        future = log.submit(world.attest("pkg-racing-close"))
+    except UnavailableError:
+        future = None  # refused: the close came first
+    assert race.closer is not None
+    race.closer.join(30)
+    assert not race.closer.is_alive()
+    if future is not None:  # queued ahead of close's stop: appended before the sequencer ends
+        assert isinstance(future.result(timeout=10), AppendResult)
+    with pytest.raises(UnavailableError):
+        log.submit(world.attest("pkg-after-close"))
