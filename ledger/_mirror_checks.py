@@ -40,7 +40,7 @@ from typing import Any, Final
 import msgpack
 
 from ledger.attestation import PAYLOAD_TYPE, Attestation, artefacts
-from ledger.encoding import MAX_RECORD_BYTES, encode
+from ledger.encoding import MAX_RECORD_BYTES
 from ledger.entry import ENTRY_VERSION, Entry, LoggedRecord, entry_map
 from ledger.envelope import MAX_KEYID_CHARS, MAX_SIG_BYTES, Envelope
 from ledger.errors import TurtlesError
@@ -48,8 +48,15 @@ from ledger.keys import KeyId
 from ledger.merkle import leaf_hash
 from ledger.procverify import attestation_parts, worker_key
 from ledger.records import RootRecord, Rotation, is_key_record_type
-from ledger.store_keys import index_key, key_index_key, record_key
-from ledger.verification import Gatekeeper, Prepared, index_rows, verify_envelope
+from ledger.store_keys import row_key
+from ledger.verification import (
+    Gatekeeper,
+    Prepared,
+    attestation_heads,
+    index_rows,
+    subject_head,
+    verify_envelope,
+)
 
 Rows = list[tuple[bytes, bytes]] | tuple[()]
 Item = tuple[int, bytes, int, bytes, bool, int, tuple[str, ...], tuple[str, ...], LoggedRecord | None, Rows]
@@ -108,7 +115,6 @@ def check_raws(
     known = {kid: worker_key(der) for kid, der in keys.items()}
     one_signer: dict[str, tuple[str]] = {}  # key id -> the names tuple shared by its entries
     shared: dict[object, Any] = {}  # signer tuples and builders, one object each
-    encodings: dict[tuple[KeyId, ...], bytes] = {}  # signers -> their encoding in the record-id row
     out: list[Item | None] = []
     checked = 0
     for raw in raws:
@@ -146,8 +152,8 @@ def check_raws(
                 lean = Attestation.lean(artefacts(subjects), ptype, artefacts(materials) if materials else (),
                                         shared.setdefault(builder, builder))
                 rec = LoggedRecord(origin, seq, ts, leaf, signers, lean, rid)
-                encoded = encodings.get(signers) or encodings.setdefault(signers, encode(list(signers)))
-                rows = _attestation_rows(seq, rid, encoded, subjects, signers)
+                heads = attestation_heads(rid, signers, [subject_head(digest) for _, digest in subjects])
+                rows = [(row_key(head, seq), value) for head, value in heads]
         out.append((seq, prev, ts, leaf, False, epoch, ids, names, rec, rows))
     return checked, out
 
@@ -185,17 +191,6 @@ def _lean_entry(raw: bytes) -> tuple[int, bytes, int, bytes, str, bytes] | None:
     if msgpack.packb(obj, use_bin_type=True) != raw:
         return None
     return seq, prev, ts, payload, kid, sig
-
-
-def _attestation_rows(seq: int, rid: bytes, encoded_signers: bytes, subjects: Sequence[tuple[str, str]],
-                      signers: tuple[KeyId, ...]) -> list[tuple[bytes, bytes]]:
-    """:func:`ledger.verification.index_rows` of an attestation (``subjects`` as ``(name,
-    sha256)`` pairs, ``encoded_signers`` the signers' encoding), without its dispatch on the
-    record's kind; tests pin it to ``index_rows``."""
-    rows = [(record_key(rid, seq), encoded_signers)]
-    rows += [(index_key(b"a", bytes.fromhex(digest), seq), b"") for _, digest in subjects]
-    rows += [(key_index_key(k, seq), b"") for k in (signers if len(signers) == 1 else sorted(set(signers)))]
-    return rows
 
 
 class Tally:
