@@ -37,7 +37,7 @@ from bench._world import (
     open_world,
 )
 from bench.bench_append import append_batch_pool, append_threads
-from bench.bench_http import BATCH_IN_FLIGHT, Node, client
+from bench.bench_http import BATCH_IN_FLIGHT, WARM_UP, Node, client, warm_up
 from ledger.checkpoint import Checkpoint, note_signer, sign_note
 from ledger.keys import Signer
 
@@ -118,8 +118,7 @@ def run(ctx: Context) -> None:
 def node_rates(ctx: Context) -> None:
     """Single POSTs and batches against a software-keyed and a token-keyed node, interleaved."""
     reps, n_single, n_batch = ctx.reps(3, 5), ctx.reps(5000, 10000), ctx.reps(10000, 40000)
-    warm = 1500  # 500 single POSTs, then a batch of 1,000 that starts the workers
-    ensure_signed(warm + reps * (n_single + n_batch))
+    ensure_signed(WARM_UP + reps * (n_single + n_batch))
     keyref, env = node_token(ctx, "node")
     nodes = {"soft": Node(ctx, name="node-soft")}
     try:
@@ -132,9 +131,7 @@ def node_rates(ctx: Context) -> None:
         for node in nodes.values():
             for env_ in bootstrap_envelopes():
                 node.api.submit(env_)
-            client(node.url, "single", 500)
-            client(node.url, "batch", 1000, start=500, concurrency=BATCH_IN_FLIGHT)
-        at = warm
+            at = warm_up(node)
         for _ in range(reps):
             for kind, node in nodes.items():
                 r = client(node.url, "single", n_single, start=at)

@@ -22,12 +22,9 @@ Both processes share the machine's cores, as they would on one host.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 from bench import raw
@@ -38,18 +35,15 @@ from bench._harness import (
     median_at_least,
     p99_at_most,
     percentile,
-    process_cpu_s,
     ratio_at_least,
-    stop_process,
 )
+from bench._node import ENV, ROOT, NodeProc, config_text
 from bench._world import LOG_KEY, ORIGIN, bootstrap_envelopes, ensure_signed
 from bench.bench_append import paired_verify_2t
 from node.client import NodeClient
-from node.config import CONFIG_NAME, render_template
+from node.config import CONFIG_NAME
 
 HTTP_GET = "http_bare_get"
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 CONCURRENCY = 50
 TARGET_RATE = 2000.0
 TARGET_P99_MS = 50.0
@@ -94,71 +88,40 @@ def bare_get(ctx: Context) -> None:
     ctx.record_raw(HTTP_GET, values, "requests/s", f"bare aiohttp GET, {CONCURRENCY} connections, client process")
 
 
-class Node:
-    """``python -m node.server`` on 127.0.0.1 with the benchmark's log key, rate limits off;
-    or, given ``log_key`` (a ``pkcs11:`` KEYREF) and the ``env`` that reaches its token, a
-    log key held in a token."""
+class Node(NodeProc):
+    """A node on 127.0.0.1 with the benchmark's log key, rate limits off; or, given
+    ``log_key`` (a ``pkcs11:`` KEYREF) and the ``env`` that reaches its token, a log key held
+    in a token. ``name``: its scratch directory (each node needs its own: ``ctx.scratch``
+    empties the one it names)."""
+
+    START_TIMEOUT_S = 60.0
+    STOP_TIMEOUT_S = 60.0
 
     def __init__(self, ctx: Context, *, name: str = "http-node", log_key: str | None = None,
                  env: dict[str, str] | None = None) -> None:
-        d = ctx.scratch(name)  # each node its own directory: scratch() empties the one it names
+        d = ctx.scratch(name)
         if log_key is None:
             (d / "keys").mkdir()
             (d / "keys" / "log.pem").write_bytes(LOG_KEY.to_pem())
-            text = render_template(origin=ORIGIN, org="bench")
+            (d / CONFIG_NAME).write_text(config_text(ORIGIN))
         else:
-            text = render_template(origin=ORIGIN, org="bench", log_key=log_key)
-        text = text.replace("rate_per_second = 500", "rate_per_second = 1000000")
-        text = text.replace("rate_burst = 1000\n", "rate_burst = 1000000\n")
-        (d / CONFIG_NAME).write_text(text)
-        ready = d / "ready.json"
-        self.log = d / "node.log"  # a file, not a pipe: a pipe nobody reads would stall the node once full
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node.server", "--config", str(d / CONFIG_NAME), "--ready-file", str(ready)],
-                env={**ENV, **(env or {})}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-            )
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"node did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        info = json.loads(ready.read_text())
-        self.url: str = info["url"]
-        self.api = NodeClient(self.url, vkey=info["vkey"])
-
-    def cpu_seconds(self) -> float:
-        """CPU time the node process has used so far (every thread, user + system)."""
-        return process_cpu_s(self.proc.pid)
-
-    def helpers_cpu_seconds(self) -> float:
-        """CPU time the node's child processes now running have used so far (its verifying
-        workers)."""
-        return sum(process_cpu_s(pid) for pid in _descendants(self.proc.pid))
-
-    def stop(self) -> None:
-        """SIGTERM and wait (the node finishes its queued commits)."""
-        stop_process(self.proc, 60)
+            (d / CONFIG_NAME).write_text(config_text(ORIGIN, log_key=log_key))
+        super().__init__(d, name="node", env=env)
+        self.api = NodeClient(self.url, vkey=self.ready["vkey"])
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(name))
-    out, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        out += kids
-        todo += kids
-    return out
+WARM_UP = 500 + 1000
+"""Attestations a node is sent before the timed repetitions (:func:`warm_up`)."""
+
+
+def warm_up(node: Node) -> int:
+    """Warm ``node`` up with attestations ``0 .. WARM_UP``: 500 single POSTs, then a batch of
+    1,000. The node starts its verifying workers at its first large batch: started here, every
+    repetition measures the same steady state (their start, ~0.25 cpu s, is in the replication
+    figures, where a fresh node mirrors). Returns the next attestation index."""
+    client(node.url, "single", 500, start=0)
+    client(node.url, "batch", 1000, start=500, concurrency=BATCH_IN_FLIGHT)
+    return WARM_UP
 
 
 def run(ctx: Context) -> None:
@@ -171,7 +134,7 @@ def run(ctx: Context) -> None:
     # ~50 requests at once, so a p99 over a few thousand requests is set by whether a single
     # disk stall (raw fsync_stalls_per_min) falls in the repetition.
     n_single, n_batch = 10000, ctx.reps(10000, 40000)
-    ensure_signed(1500 + reps * (n_single + n_batch))
+    ensure_signed(WARM_UP + reps * (n_single + n_batch))
     node = Node(ctx)
     try:
         for env in bootstrap_envelopes():
@@ -179,30 +142,23 @@ def run(ctx: Context) -> None:
         get = [client(node.url + "/checkpoint", "get", ctx.reps(5000, 20000)) for _ in range(reps)]
         ctx.record("checkpoint_get", [r["count"] / r["elapsed_s"] for r in get], "requests/s", limit=HTTP_GET,
                    notes="GET /checkpoint on the node")
-        at = 0
-        client(node.url, "single", 500, start=at)  # warm up
-        at += 500
-        # The node starts its verifying workers at its first large batch: start them here, so
-        # that every repetition measures the same steady state (their start, ~0.25 cpu s, is
-        # in the replication figures, where a fresh node mirrors).
-        client(node.url, "batch", 1000, start=at, concurrency=BATCH_IN_FLIGHT)
-        at += 1000
+        at = warm_up(node)
         single, lat, batch, node_cpu, client_cpu, paired, rep_p99 = [], [], [], [], [], [], []
         batch_node, batch_workers, batch_client = [], [], []
         for _ in range(reps):
-            c0 = node.cpu_seconds()
+            c0 = node.cpu_s()
             r = client(node.url, "single", n_single, start=at)
-            node_cpu.append((node.cpu_seconds() - c0) / n_single * 1000)
+            node_cpu.append((node.cpu_s() - c0) / n_single * 1000)
             client_cpu.append(r["cpu_s"] / n_single * 1000)
             at += n_single
             single.append(r["ok"] / r["elapsed_s"])
             lat += r["latencies_ms"]
             rep_p99.append(percentile(r["latencies_ms"], 99))
             paired.append(paired_verify_2t(ctx))
-            c0, w0 = node.cpu_seconds(), node.helpers_cpu_seconds()
+            c0, w0 = node.cpu_s(), node.workers_cpu_s()
             r = client(node.url, "batch", n_batch, start=at, concurrency=BATCH_IN_FLIGHT)
-            batch_node.append((node.cpu_seconds() - c0) / n_batch * 1e6)
-            batch_workers.append((node.helpers_cpu_seconds() - w0) / n_batch * 1e6)
+            batch_node.append((node.cpu_s() - c0) / n_batch * 1e6)
+            batch_workers.append((node.workers_cpu_s() - w0) / n_batch * 1e6)
             batch_client.append(r["cpu_s"] / n_batch * 1e6)
             at += n_batch
             batch.append(n_batch / r["elapsed_s"])

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench._harness import Context, Figure, limit, main, percentile
+from bench._node import ENV, ROOT
 from bench.raw import ED25519_VERIFY_US as ED25519_VERIFY
 from ledger.attestation import PAYLOAD_TYPE, Artefact, make_statement
 from ledger.bundle import build_bundle
@@ -62,8 +62,6 @@ DAG_SIZE = 1000
 TRACE_TARGET_MS = 200.0
 VERIFY_CLI_TARGET_MS = 300.0
 PYTHON_START = "python_start_ms"
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def _wall_ms(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:

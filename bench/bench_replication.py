@@ -35,10 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -47,15 +44,14 @@ import urllib.request
 from pathlib import Path
 
 from bench import raw
-from bench._harness import Context, main, process_cpu_s, ratio_at_least, stop_process
+from bench._harness import Context, main, ratio_at_least
+from bench._node import NodeProc, config_text
 from bench._world import LOG_KEY, ORIGIN, _cache_dir, _seeded, grow, open_world
 from bench.bench_append import paired_verify_2t
 from ledger.checkpoint import verifier_key
 from ledger.store import Database
-from node.config import CONFIG_NAME, render_template
+from node.config import CONFIG_NAME
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 MIRROR_ORIGIN = "mirror.bench.turtles/log"
 MIRROR_KEY = _seeded("mirror")
 TARGET_RATIO = 0.7
@@ -113,101 +109,10 @@ def clone_store(src: Path, dst: Path) -> None:
 # --- node processes -------------------------------------------------------------------------------
 
 
-class NodeProc:
-    """``python -m node.server`` on 127.0.0.1 in ``home`` (the config is written by the caller)."""
-
-    def __init__(self, home: Path, *, name: str) -> None:
-        self.home = home
-        ready = home / "ready.json"
-        ready.unlink(missing_ok=True)
-        self.log_path = home / f"{name}.log"
-        self._log = self.log_path.open("a")
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.server", "--config", str(home / CONFIG_NAME), "--ready-file", str(ready)],
-            env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log,
-        )
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"node in {home} did not start: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.02)
-        self.url: str = json.loads(ready.read_text())["url"]
-        self.start_s = time.perf_counter() - t0
-        """Seconds from spawning the process to the node listening (opening the store included)."""
-
-    def wait_for_log(self, text: str, timeout: float) -> None:
-        """Wait until the node's log holds ``text``."""
-        deadline = time.monotonic() + timeout
-        while text not in self.log_path.read_text():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node in {self.home} never logged {text!r}: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
-
-    def cpu_s(self) -> float:
-        """User + system CPU seconds of the process so far (all its threads)."""
-        return process_cpu_s(self.proc.pid)
-
-    def workers_cpu_s(self) -> float:
-        """User + system CPU seconds of the processes it started (and that still run)."""
-        return sum(process_cpu_s(pid) for pid in _descendants(self.proc.pid))
-
-    def metric(self, name: str, origin: str) -> float | None:
-        """A labelled value from ``/metrics`` (None while it is not there)."""
-        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
-            text = r.read().decode()
-        m = re.search(rf'^{re.escape(name)}{{[^}}]*origin="{re.escape(origin)}"[^}}]*}} (\S+)$', text, re.M)
-        return float(m.group(1)) if m else None
-
-    def tip(self) -> int:
-        """The stored tip of the peer log (a node without the tip gauge: the served size)."""
-        value = self.metric(TIP, ORIGIN)
-        if value is not None:
-            return int(value)
-        try:
-            with urllib.request.urlopen(self.url + "/v1/log?origin=" + urllib.parse.quote(ORIGIN), timeout=10) as r:
-                return int(json.loads(r.read())["size"])
-        except urllib.error.HTTPError:
-            return 0
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown at all (what a crash or a power cut leaves)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(60)
-        self._log.close()
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        stop_process(self.proc, 120)
-        self._log.close()
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def _config(home: Path, *, origin: str, key_pem: bytes, peer: tuple[str, str, str] | None = None) -> None:
     (home / "keys").mkdir(parents=True, exist_ok=True)
     (home / "keys" / "log.pem").write_bytes(key_pem)
-    text = render_template(origin=origin, org="bench")
-    text = text.replace("rate_per_second = 500", "rate_per_second = 1000000")
-    text = text.replace("rate_burst = 1000\n", "rate_burst = 1000000\n")
-    text = text.replace("interval_s = 2\n", "interval_s = 0.5\n")
+    text = config_text(origin).replace("interval_s = 2\n", "interval_s = 0.5\n")
     if peer is not None:
         url, peer_origin, vkey = peer
         text += f'\n[[peer]]\nurl = "{url}"\norigin = "{peer_origin}"\nvkey = "{vkey}"\n'
@@ -242,17 +147,28 @@ TIP = "turtles_replication_tip_entries"
 VERIFIED = "turtles_replication_verified_entries_total"
 
 
+def tip(node: NodeProc) -> int:
+    """The stored tip of the peer log on ``node`` (a node without the tip gauge: the served size)."""
+    value = node.metric(TIP, ORIGIN)
+    if value is not None:
+        return int(value)
+    try:
+        with urllib.request.urlopen(node.url + "/v1/log?origin=" + urllib.parse.quote(ORIGIN), timeout=10) as r:
+            return int(json.loads(r.read())["size"])
+    except urllib.error.HTTPError:
+        return 0
+
+
 def watch(node: NodeProc, until: int, *, timeout: float) -> tuple[float, int]:
     """Poll the node's stored tip of the peer log until it reaches ``until``; (seconds, tip)."""
     t0 = time.perf_counter()
     deadline = time.monotonic() + timeout
-    tip = 0
     while True:
-        tip = node.tip()
-        if tip >= until:
-            return time.perf_counter() - t0, tip
+        held = tip(node)
+        if held >= until:
+            return time.perf_counter() - t0, held
         if node.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"mirroring stalled at {tip} of {until}: {node.log_path.read_text()[-3000:]}")
+            raise RuntimeError(f"mirroring stalled at {held} of {until}: {node.log_path.read_text()[-3000:]}")
         time.sleep(POLL_S)
 
 
