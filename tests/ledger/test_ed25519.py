@@ -1,15 +1,24 @@
 """The Ed25519 rule every node applies (ledger._ed25519): RFC 8032 vectors, agreement
-with OpenSSL on honest signatures, and the edge cases where turtles is stricter."""
+with OpenSSL on honest signatures, and the edge cases where turtles is stricter -- on each
+copy of libsodium a node may use (the system's, PyNaCl's), and through the one in use."""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger._ed25519 import ed25519_verify
+from ledger import _ed25519
+from ledger._ed25519 import KNOWN_ANSWERS, answers_known, ed25519_verify
 from ledger.errors import SignatureError
 from ledger.keys import PublicKey
 
@@ -24,6 +33,23 @@ RFC8032 = [
 ]
 L = 2**252 + 27742317777372353535851937790883648493
 IDENTITY = bytes([1]) + bytes(31)  # the neutral point: order 1, a "small-order" key
+WYCHEPROOF = Path(__file__).resolve().parents[1] / "vectors" / "wycheproof" / "ed25519_test.json"
+
+_SYSTEM = _ed25519._system()
+COPIES = [pytest.param(_ed25519._pynacl(), id="pynacl"),
+          pytest.param(_SYSTEM[0] if _SYSTEM else None, id="system",
+                       marks=pytest.mark.skipif(_SYSTEM is None, reason="no system libsodium >= 1.0.18 here"))]
+
+
+@pytest.fixture(params=COPIES)
+def verify(request: pytest.FixtureRequest) -> _ed25519.Verify:
+    """One copy of libsodium's verify, wrapped as :func:`ed25519_verify` wraps it."""
+    raw: _ed25519.Verify = request.param
+
+    def checked(pub: bytes, sig: bytes, msg: bytes) -> bool:
+        return len(pub) == 32 and len(sig) == 64 and raw(pub, sig, msg)
+
+    return checked
 
 
 def _openssl_accepts(pub: bytes, sig: bytes, msg: bytes) -> bool:
@@ -35,46 +61,48 @@ def _openssl_accepts(pub: bytes, sig: bytes, msg: bytes) -> bool:
 
 
 @pytest.mark.parametrize(("secret", "public", "message", "signature"), RFC8032)
-def test_rfc8032_vectors(secret: str, public: str, message: str, signature: str) -> None:
+def test_rfc8032_vectors(secret: str, public: str, message: str, signature: str,
+                         verify: _ed25519.Verify) -> None:
     key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(secret))
     msg, sig, pub = bytes.fromhex(message), bytes.fromhex(signature), bytes.fromhex(public)
     assert key.sign(msg) == sig
-    assert ed25519_verify(pub, sig, msg)
+    assert verify(pub, sig, msg)
     bad = bytearray(sig)
     bad[5] ^= 0x10
-    assert not ed25519_verify(pub, bytes(bad), msg)
-    assert not ed25519_verify(pub, sig, msg + b"x")
+    assert not verify(pub, bytes(bad), msg)
+    assert not verify(pub, sig, msg + b"x")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.binary(min_size=32, max_size=32), msg=st.binary(max_size=600),
        flip=st.integers(min_value=0, max_value=64 * 8 - 1))
-def test_agrees_with_openssl_on_honest_and_corrupted_signatures(seed: bytes, msg: bytes, flip: int) -> None:
+def test_agrees_with_openssl_on_honest_and_corrupted_signatures(seed: bytes, msg: bytes, flip: int,
+                                                               verify: _ed25519.Verify) -> None:
     key = Ed25519PrivateKey.from_private_bytes(seed)
     pub = PublicKey.from_crypto(key.public_key()).raw
     sig = key.sign(msg)
-    assert ed25519_verify(pub, sig, msg) and _openssl_accepts(pub, sig, msg)
+    assert verify(pub, sig, msg) and _openssl_accepts(pub, sig, msg)
     bad = bytearray(sig)
     bad[flip // 8] ^= 1 << (flip % 8)
-    assert ed25519_verify(pub, bytes(bad), msg) == _openssl_accepts(pub, bytes(bad), msg) is False
+    assert verify(pub, bytes(bad), msg) == _openssl_accepts(pub, bytes(bad), msg) is False
 
 
-def test_non_canonical_s_is_refused() -> None:
+def test_non_canonical_s_is_refused(verify: _ed25519.Verify) -> None:
     key = Ed25519PrivateKey.generate()
     pub = PublicKey.from_crypto(key.public_key()).raw
     sig = key.sign(b"m")
     s = int.from_bytes(sig[32:], "little") + L  # the same scalar mod L, another encoding
     malleated = sig[:32] + s.to_bytes(32, "little")
-    assert not ed25519_verify(pub, malleated, b"m")
+    assert not verify(pub, malleated, b"m")
     assert not _openssl_accepts(pub, malleated, b"m")
 
 
-def test_small_order_key_is_refused_where_openssl_accepts() -> None:
+def test_small_order_key_is_refused_where_openssl_accepts(verify: _ed25519.Verify) -> None:
     # With A and R the identity and S = 0, [S]B = R + [k]A holds for every message: OpenSSL
     # accepts this "signature" of anything; the turtles rule (libsodium) refuses it.
     forged = IDENTITY + bytes(32)
     assert _openssl_accepts(IDENTITY, forged, b"any message")
-    assert not ed25519_verify(IDENTITY, forged, b"any message")
+    assert not verify(IDENTITY, forged, b"any message")
     key = PublicKey.from_raw_ed25519(IDENTITY)
     with pytest.raises(SignatureError, match="does not verify"):
         key.verify(signature=forged, data=b"any message")
@@ -84,3 +112,61 @@ def test_small_order_key_is_refused_where_openssl_accepts() -> None:
                                           (b"\xff" * 32, bytes(64))])
 def test_malformed_input_is_invalid_not_an_exception(pub: bytes, sig: bytes) -> None:
     assert ed25519_verify(pub, sig, b"m") is False
+    assert ed25519_verify(bytearray(pub), memoryview(sig), bytearray(b"m")) is False
+
+
+def test_wycheproof_vectors(verify: _ed25519.Verify) -> None:
+    """Every Wycheproof Ed25519 vector, on the raw key bytes: valid ones pass, invalid ones
+    do not (``tests/reliability/test_crypto_vectors.py`` runs them through ``PublicKey``)."""
+    doc = json.loads(WYCHEPROOF.read_text())
+    wrong, seen = [], 0
+    for group in doc["testGroups"]:
+        pub = bytes.fromhex(group["publicKey"]["pk"])
+        for t in group["tests"]:
+            seen += 1
+            if verify(pub, bytes.fromhex(t["sig"]), bytes.fromhex(t["msg"])) != (t["result"] == "valid"):
+                wrong.append(f"tcId {t['tcId']} ({t['comment']}): {t['result']}")
+    assert seen > 100 and not wrong, wrong
+
+
+def test_known_answers_are_what_they_say(verify: _ed25519.Verify) -> None:
+    """Each vector of the import-time check is derived again here, and answered as recorded."""
+    by_what = {what: (bytes.fromhex(k), bytes.fromhex(s), bytes.fromhex(m), want) for what, k, s, m, want in KNOWN_ANSWERS}
+    pub, sig, msg, want = by_what["RFC 8032 TEST 2"]
+    assert (pub.hex(), sig.hex(), msg.hex(), want) == (RFC8032[1][1], RFC8032[1][3], RFC8032[1][2], True)
+    s_plus_l = int.from_bytes(sig[32:], "little") + L
+    assert by_what["TEST 2 with S + L (non-canonical S)"][1] == sig[:32] + s_plus_l.to_bytes(32, "little")
+    flipped = by_what["TEST 2, one bit of S flipped"][1]
+    assert sum(bin(a ^ b).count("1") for a, b in zip(flipped, sig, strict=True)) == 1
+    assert by_what["the identity as key, R the identity, S = 0 (OpenSSL accepts it)"][:2] == (IDENTITY,
+                                                                                              IDENTITY + bytes(32))
+    # R = the identity, S = k*a: [S]B = [k]A = R + [k]A, so only R's small order refuses it.
+    h = hashlib.sha512(bytes.fromhex(RFC8032[1][0])).digest()
+    a = (int.from_bytes(h[:32], "little") & ((1 << 254) - 8)) | (1 << 254)
+    k = int.from_bytes(hashlib.sha512(IDENTITY + pub + msg).digest(), "little") % L
+    assert by_what["TEST 2's key, R the identity, S = k*a: the equation holds (OpenSSL accepts it)"][1] == (
+        IDENTITY + (k * a % L).to_bytes(32, "little"))
+    for what, (p, s, m, want) in by_what.items():
+        assert verify(p, s, m) is want, what
+        if what.endswith("(OpenSSL accepts it)"):
+            assert _openssl_accepts(p, s, m), what
+    assert answers_known(verify)
+
+
+def test_a_copy_that_answers_otherwise_is_not_used() -> None:
+    assert not answers_known(lambda pub, sig, msg: True)  # OpenSSL's answers on small orders, say
+    assert not answers_known(lambda pub, sig, msg: False)
+
+
+def _backend_in_fresh_interpreter(env: dict[str, str]) -> str:
+    done = subprocess.run([sys.executable, "-c", "from ledger._ed25519 import BACKEND; print(BACKEND)"],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2],
+                          check=True, timeout=60)
+    return done.stdout.strip()
+
+
+def test_the_system_copy_is_preferred_and_can_be_declined() -> None:
+    env = {k: v for k, v in os.environ.items() if k != _ed25519.ENV_BACKEND}
+    if _SYSTEM is not None:
+        assert _backend_in_fresh_interpreter(env).startswith("system libsodium")
+    assert _backend_in_fresh_interpreter({**env, _ed25519.ENV_BACKEND: "pynacl"}) == "PyNaCl's bundled libsodium"
