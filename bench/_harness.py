@@ -8,7 +8,11 @@ Conventions every benchmark follows:
   p99 is (by linear interpolation) close to the worst repetition, which is what we want.
 * A figure may name a *raw limit* (a key of :data:`bench.raw.MEASURES`); the harness
   measures that limit in the same process, the same run, and stores ``ratio`` =
-  figure median / limit median.
+  figure median / limit median. A *paired* figure's limit was measured right before each
+  of its repetitions (the machine's speed drifts between them): its ``ratio`` is the
+  median of the repetitions' own ratios, each to the limit measured just before it -- as
+  the HSM-against-software figures are -- and its notes give every pair's ratio and the
+  median over median beside it.
 * Nothing here changes what is measured: no retries, no dropping of outliers.
 """
 
@@ -268,22 +272,37 @@ class Context:
         higher_is_better: bool = True,
         target: tuple[str, Callable[[Figure], bool]] | None = None,
         notes: str = "",
+        paired: bool = False,
     ) -> Figure:
         """Store and print one figure; ``limit`` names the raw figure to compare with.
 
         ``target`` is (description, predicate over the figure) when the issue sets one.
+        ``paired``: ``limit`` holds one value per repetition, measured right before it
+        (see the module's conventions).
         """
         fig = Figure(self.group, name, unit, list(values), higher_is_better, notes=notes)
         if limit is not None:
             fig.limit = limit
             fig.limit_median = self.raw(limit)
             fig.ratio = fig.median / fig.limit_median if fig.limit_median else None
+            if paired:
+                fig.ratio = self._paired_ratio(fig, self.raw_figures[limit].values)
         if target is not None:
             fig.target = target[0]
             fig.ok = bool(target[1](fig))
         self.figures.append(fig)
         print(fig.line(), flush=True)
         return fig
+
+    @staticmethod
+    def _paired_ratio(fig: Figure, limits: list[float]) -> float:
+        """The median of ``fig``'s per-repetition ratios to ``limits``; the pairs go in its notes."""
+        if len(limits) != len(fig.values) or not all(limits):
+            raise ValueError(f"{fig.name}: {len(fig.values)} repetitions but {len(limits)} paired limit values")
+        pairs = [v / lim for v, lim in zip(fig.values, limits, strict=True)]
+        both = f"paired ratios {', '.join(f'{r:.3f}' for r in pairs)}; median over median {fig.ratio:.3f}"
+        fig.notes = f"{fig.notes}; {both}" if fig.notes else both
+        return statistics.median(pairs)
 
     def skip(self, what: str, why: str) -> None:
         """Note a part not measured in this run, and why."""

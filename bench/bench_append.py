@@ -168,16 +168,16 @@ def run_throughput(ctx: Context, world: World, feed: Feed) -> None:
     two = statistics.median(paired)
     ctx.record_raw(f"{raw.ED25519_VERIFY_2T}_paired", paired, "verifies/s",
                    "Ed25519, 2 threads, measured right before each append repetition")
-    ctx.record("batch_pool2", batch, "records/s", limit=f"{raw.ED25519_VERIFY_2T}_paired",
+    ctx.record("batch_pool2", batch, "records/s", limit=f"{raw.ED25519_VERIFY_2T}_paired", paired=True,
                notes=f"prepare() in a 2-thread pool ({CHUNK}/task), submit all, wait (threads only)")
     workers = world.holdings.procs.workers if world.holdings.procs is not None else 0
-    ctx.record("append_many", many, "records/s", limit=f"{raw.ED25519_VERIFY_2T}_paired",
+    ctx.record("append_many", many, "records/s", limit=f"{raw.ED25519_VERIFY_2T}_paired", paired=True,
                target=(f">= {TARGET_BATCH} x raw 2-thread Ed25519 verify", ratio_at_least(TARGET_BATCH)),
                notes=f"Log.append_many, {n} per call, verified by {workers} worker processes")
     ctx.record("append_many_cpu", many_cpu, "cpu us", higher_is_better=False,
                notes="CPU per entry of append_many: the log's process and its verifying workers")
     for t, (rates, lat) in by_threads.items():
-        ctx.record(f"threads_{t}", rates, "records/s", limit=f"{raw.ED25519_VERIFY_2T}_paired",
+        ctx.record(f"threads_{t}", rates, "records/s", limit=f"{raw.ED25519_VERIFY_2T}_paired", paired=True,
                    notes=f"{t} threads each calling append() one by one")
         ms = [x * 1000 for x in lat]
         ctx.record(f"threads_{t}_latency", ms, "ms", higher_is_better=False,

@@ -239,7 +239,7 @@ def run(ctx: Context) -> None:
             peer_cpu.append(p)
         ctx.record_raw(PAIRED, paired, "verifies/s",
                        "Ed25519, 2 threads, cryptography, measured right before each mirroring")
-        ctx.record("mirror_rate", rates, "records/s", limit=PAIRED,
+        ctx.record("mirror_rate", rates, "records/s", limit=PAIRED, paired=True,
                    target=(f">= {TARGET_RATIO} x raw 2-thread Ed25519 verify", ratio_at_least(TARGET_RATIO)),
                    notes=f"fresh node mirrors a {size:,}-entry peer log over HTTP, all re-verified")
         ctx.record("mirror_cpu", cpu, "cpu us/entry", higher_is_better=False,
@@ -258,7 +258,7 @@ def run(ctx: Context) -> None:
         ctx.record("resume_lost", [max(0.0, r["seen"] - r["held"])], "entries", higher_is_better=False,
                    notes="reported stored before the kill but not found at restart")
         ctx.record_raw(f"{PAIRED}_resume", [paired_resume], "verifies/s", "the same, right before the resume run")
-        ctx.record("resume_rate", [r["rate"]], "records/s", limit=f"{PAIRED}_resume",
+        ctx.record("resume_rate", [r["rate"]], "records/s", limit=f"{PAIRED}_resume", paired=True,
                    notes="the second half, after the restart")
         ctx.record("resume_restart", [r["restart_s"]], "s", higher_is_better=False,
                    notes=f"spawn to listening, reopening a store holding {r['held']:,.0f} entries (no signature checks)")
