@@ -43,7 +43,7 @@ from pkcs11 import Mechanism, ObjectClass
 
 from bench._harness import Context, limit, main
 from bench._hsm import HSM_KEY_LABEL, softhsm_signer
-from ledger._ed25519 import ed25519_verify
+from ledger._ed25519 import BACKEND, ed25519_verify
 from ledger.hsm import Pkcs11Context, Pkcs11Signer
 from ledger.keys import Algorithm
 from ledger.store import LEVELDB_OPTIONS
@@ -147,7 +147,7 @@ def ed25519_sodium_2t(ctx: Context) -> None:
     sig = key.sign(MESSAGE)
     pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     _verify_limit(ctx, ED25519_SODIUM_2T, 2, lambda: ed25519_verify(pub, sig, MESSAGE), ctx.reps(3000, 6000),
-                  "Ed25519 ~420 B", library="libsodium (PyNaCl)")
+                  "Ed25519 ~420 B", library=BACKEND)
 
 
 @limit(P256_VERIFY_1T)

@@ -140,7 +140,7 @@ def _choose() -> tuple[Verify, str]:
 
 
 _verify, BACKEND = _choose()
-"""The libsodium in use, in words (for the benchmarks' notes and ``turtles version``)."""
+"""The libsodium in use, in words (a node logs it as it starts; the benchmarks note it)."""
 
 
 def ed25519_verify(public_raw: bytes, signature: bytes, message: bytes) -> bool:

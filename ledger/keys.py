@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from ledger._ed25519 import BACKEND as ED25519_BACKEND
 from ledger._ed25519 import SIGNATURE_SIZE, ed25519_verify
 from ledger.errors import KeyFormatError, SignatureError
 
@@ -255,6 +256,7 @@ class SoftwareSigner:
 
 __all__ = [
     "ALGORITHMS",
+    "ED25519_BACKEND",
     "Algorithm",
     "KeyId",
     "PublicKey",

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from ledger.errors import TurtlesError
+from ledger.keys import ED25519_BACKEND
 from node.app import CleanupCtx, create_app
 from node.config import NodeConfig, load_config
 from node.plugins import full_node
@@ -157,6 +158,7 @@ async def run(
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
         print(f"turtles node {info['origin']} listening on {info['url']}", flush=True)
+        log.info("Ed25519 signatures verified by %s", ED25519_BACKEND)
         if ready_file is not None:
             write_ready_file(ready_file, info)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.errors import TurtlesError
-from ledger.keys import SoftwareSigner
+from ledger.keys import ED25519_BACKEND, SoftwareSigner
 from node.client import NodeClient
 from node.config import CONFIG_NAME, render_template
 from tests.node.conftest import attestation, root_envelope, wait_until
@@ -98,6 +98,7 @@ def test_process_serves_and_stops_gracefully(tmp_path: Path) -> None:
             t.join(60)
         assert code == 0, err
         assert f"listening on {info['url']}" in out
+        assert f"Ed25519 signatures verified by {ED25519_BACKEND}" in err
     finally:
         if node.proc.poll() is None:
             node.proc.kill()
