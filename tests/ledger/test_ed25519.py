@@ -153,9 +153,19 @@ def test_known_answers_are_what_they_say(verify: _ed25519.Verify) -> None:
     assert answers_known(verify)
 
 
-def test_a_copy_that_answers_otherwise_is_not_used() -> None:
-    assert not answers_known(lambda pub, sig, msg: True)  # OpenSSL's answers on small orders, say
+def test_a_copy_that_answers_otherwise_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    def openssl_like(pub: bytes, sig: bytes, msg: bytes) -> bool:  # accepts the small-order cases
+        return _openssl_accepts(pub, sig, msg)
+
+    assert not answers_known(openssl_like)
     assert not answers_known(lambda pub, sig, msg: False)
+    monkeypatch.delenv(_ed25519.ENV_BACKEND, raising=False)
+    monkeypatch.setattr(_ed25519, "_system", lambda: (openssl_like, "system libsodium 9.9.9 (a liar)"))
+    verify, backend = _ed25519._choose()
+    assert backend == "PyNaCl's bundled libsodium"
+    assert not verify(IDENTITY, IDENTITY + bytes(32), b"any message")
+    monkeypatch.setattr(_ed25519, "_system", lambda: None)  # no system copy at all
+    assert _ed25519._choose()[1] == "PyNaCl's bundled libsodium"
 
 
 def _backend_in_fresh_interpreter(env: dict[str, str]) -> str:
