@@ -151,7 +151,10 @@ def ed25519_verify(public_raw: bytes, signature: bytes, message: bytes) -> bool:
     """
     if len(public_raw) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
-    return _verify(bytes(public_raw), bytes(signature), bytes(message))
+    try:
+        return _verify(bytes(public_raw), bytes(signature), bytes(message))
+    except (TypeError, ValueError, ctypes.ArgumentError):  # not bytes-like: invalid, as above
+        return False
 
 
 __all__ = ["BACKEND", "KNOWN_ANSWERS", "PUBLIC_KEY_SIZE", "SIGNATURE_SIZE", "answers_known", "ed25519_verify"]

@@ -71,6 +71,7 @@ def test_rfc8032_vectors(secret: str, public: str, message: str, signature: str,
     bad[5] ^= 0x10
     assert not verify(pub, bytes(bad), msg)
     assert not verify(pub, sig, msg + b"x")
+    assert ed25519_verify(bytearray(pub), memoryview(sig), bytearray(msg))  # the copy in use, bytes-like input
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -113,6 +114,7 @@ def test_small_order_key_is_refused_where_openssl_accepts(verify: _ed25519.Verif
 def test_malformed_input_is_invalid_not_an_exception(pub: bytes, sig: bytes) -> None:
     assert ed25519_verify(pub, sig, b"m") is False
     assert ed25519_verify(bytearray(pub), memoryview(sig), bytearray(b"m")) is False
+    assert ed25519_verify(bytes(32), bytes(64), "not bytes") is False  # type: ignore[arg-type]
 
 
 def test_wycheproof_vectors(verify: _ed25519.Verify) -> None:
